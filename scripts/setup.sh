@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Idempotent setup for a fresh Debian 12 machine, as root:
+#   - build dependencies and runtime tools from Debian (bookworm),
+#   - CRIU 4.2.1 built from Debian's source package (sid), tarball checksum verified,
+#   - fs.pipe-max-size raised for lazy pages,
+#   - the .NET build, with `migrate` and `migrate-agent` on PATH (/usr/local/bin).
+# Re-running it does only what is missing. Logs go to stderr; exits non-zero on the first failure.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CRIU_VERSION=4.2.1
+# sha256 of criu_4.2.1.orig.tar.gz (the checksum in Debian's criu_4.2.1-1.dsc).
+CRIU_ORIG_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
+CRIU_PREFIX=/opt/migrate/criu
+CRIU_BIN=$CRIU_PREFIX/sbin/criu
+INSTALL_DIR=/opt/migrate/bin
+PIPE_MAX=$((4 * 1024 * 1024))
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (CRIU needs it): sudo $0"
+
+APT_PACKAGES=(
+  build-essential pkg-config git ca-certificates dpkg-dev
+  libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler python3-protobuf
+  libnl-3-dev libnet1-dev libcap-dev libaio-dev libbsd-dev libgnutls28-dev uuid-dev libnftables-dev
+  iproute2 nftables liblz4-1 liblz4-dev util-linux procps python3-grpcio
+)
+
+apt_updated=0
+apt_update_once() {
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update"
+    apt-get update -qq >&2
+    apt_updated=1
+  fi
+}
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt_update_once
+  log "installing: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# --- CRIU ---------------------------------------------------------------------------------------
+criu_ok() { [ -x "$CRIU_BIN" ] && "$CRIU_BIN" --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION%.*}"; }
+if criu_ok; then
+  log "CRIU present: $("$CRIU_BIN" --version | head -n1)"
+else
+  SRC_LIST=/etc/apt/sources.list.d/migrate-sid-src.sources
+  if [ ! -f "$SRC_LIST" ]; then
+    log "adding deb-src entry for sid (CRIU's source package only)"
+    cat >"$SRC_LIST" <<SRC
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    apt_updated=0
+  fi
+  apt_update_once
+  BUILD=/var/cache/migrate/criu-build
+  mkdir -p "$BUILD"
+  cd "$BUILD"
+  find_tarball() { ls -1 criu_$1.orig.tar.* 2>/dev/null | sort -V | tail -n1 || true; }
+  tarball=$(find_tarball "$CRIU_VERSION")
+  if [ -z "$tarball" ]; then
+    log "downloading CRIU ${CRIU_VERSION} source package"
+    # apt-get source complains that the debian.tar.xz is missing; the build does not need it.
+    apt-get source --download-only "criu=${CRIU_VERSION}-1" >&2 || true
+    tarball=$(find_tarball "$CRIU_VERSION")
+  fi
+  if [ -z "$tarball" ]; then
+    # The archive moved on: take the newest 4.2+ whose tarball matches its own .dsc.
+    log "criu=${CRIU_VERSION}-1 not in the archive; trying the newest criu source"
+    apt-get source --download-only criu >&2 || true
+    tarball=$(find_tarball '4.[2-9]*')
+    [ -n "$tarball" ] || die "no CRIU 4.2+ source tarball could be fetched"
+    dsc=$(ls -1 criu_*.dsc | sort -V | tail -n1)
+    CRIU_ORIG_SHA256=$(awk '/^Checksums-Sha256:/{f=1;next} f && /orig.tar/{print $1; exit}' "$dsc")
+    log "using $tarball, checksum taken from $dsc"
+  fi
+  echo "${CRIU_ORIG_SHA256}  ${tarball}" | sha256sum -c - >&2 || die "checksum mismatch for $tarball"
+  srcdir=$(tar -tf "$tarball" | awk -F/ 'NR==1{print $1}')
+  rm -rf "$srcdir"
+  tar -xf "$tarball"
+  log "building CRIU (make criu)"
+  make -C "$srcdir" -j"$(nproc)" criu >"$BUILD/build.log" 2>&1 || { tail -n 40 "$BUILD/build.log" >&2; die "CRIU build failed (log: $BUILD/build.log)"; }
+  install -D -m 0755 "$srcdir/criu/criu" "$CRIU_BIN"
+  criu_ok || die "installed CRIU does not report version ${CRIU_VERSION%.*}"
+  log "CRIU installed: $("$CRIU_BIN" --version | head -n1)"
+fi
+ln -sf "$CRIU_BIN" /usr/local/sbin/criu
+
+# --- kernel settings ----------------------------------------------------------------------------
+cur=$(cat /proc/sys/fs/pipe-max-size)
+if [ "$cur" -lt "$PIPE_MAX" ]; then
+  log "raising fs.pipe-max-size to $PIPE_MAX (lazy pages without CAP_SYS_RESOURCE)"
+  sysctl -q -w fs.pipe-max-size="$PIPE_MAX"
+fi
+mkdir -p /etc/sysctl.d
+echo "fs.pipe-max-size = $PIPE_MAX" >/etc/sysctl.d/60-migrate.conf
+
+# --- .NET build ---------------------------------------------------------------------------------
+command -v dotnet >/dev/null || die "the .NET 10 SDK is required (dotnet not on PATH)"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+log "building native helpers"
+make -s -C "$REPO/native" >&2
+log "publishing migrate and migrate-agent to $INSTALL_DIR"
+mkdir -p "$INSTALL_DIR"
+dotnet publish "$REPO/src/Migrator.Source/Migrator.Source.csproj" -c Release -o "$INSTALL_DIR" --nologo -v quiet >&2
+dotnet publish "$REPO/src/Migrator.Target/Migrator.Target.csproj" -c Release -o "$INSTALL_DIR" --nologo -v quiet >&2
+ln -sf "$INSTALL_DIR/migrate" /usr/local/bin/migrate
+ln -sf "$INSTALL_DIR/migrate-agent" /usr/local/bin/migrate-agent
+log "done: criu=$CRIU_BIN migrate=$(command -v migrate) migrate-agent=$(command -v migrate-agent)"

@@ -1,0 +1,68 @@
+namespace Migration.Engine.Criu;
+
+/// <summary>What to dump and how. Directories must exist; CRIU writes its log into <see cref="WorkDir"/>.</summary>
+public sealed record DumpSpec
+{
+    public required int Pid { get; init; }
+    public required string ImagesDir { get; init; }
+    public required string WorkDir { get; init; }
+    public string LogFile { get; init; } = "dump.log";
+
+    /// <summary>Established TCP connections are dumped in repair mode (needs a network lock).</summary>
+    public bool TcpEstablished { get; init; }
+    public bool FileLocks { get; init; }
+    public bool ShellJob { get; init; }
+    public bool ExtUnixSk { get; init; }
+
+    /// <summary>Keep the tree running after the dump (pre-dump style); false kills it when post-dump is acknowledged.</summary>
+    public bool LeaveRunning { get; init; }
+
+    /// <summary>Leave the tree stopped instead of killing it after a successful dump.</summary>
+    public bool LeaveStopped { get; init; }
+    public bool LazyPages { get; init; }
+
+    /// <summary>Network lock method when TCP connections are dumped ("nftables" here: CRIU links libnftables).</summary>
+    public Rpc.CriuNetworkLockMethod NetworkLock { get; init; } = Rpc.CriuNetworkLockMethod.Nftables;
+}
+
+/// <summary>What to restore and how.</summary>
+public sealed record RestoreSpec
+{
+    public required string ImagesDir { get; init; }
+    public required string WorkDir { get; init; }
+    public string LogFile { get; init; } = "restore.log";
+    public bool TcpEstablished { get; init; }
+    public bool FileLocks { get; init; }
+    public bool ShellJob { get; init; }
+    public bool ExtUnixSk { get; init; }
+
+    /// <summary>Tasks stay stopped after restore until the migration commits (they are then sent SIGCONT).</summary>
+    public bool LeaveStopped { get; init; } = true;
+    public bool LazyPages { get; init; }
+    public Rpc.CriuNetworkLockMethod NetworkLock { get; init; } = Rpc.CriuNetworkLockMethod.Nftables;
+}
+
+/// <summary>CRIU's version as its VERSION request reports it.</summary>
+public sealed record CriuVersionInfo(int Major, int Minor, int Sublevel, string Text)
+{
+    public Version AsVersion => new(Major, Minor, Math.Max(0, Sublevel));
+
+    public override string ToString() => Text;
+}
+
+/// <summary>FEATURE_CHECK answer: soft-dirty memory tracking and lazy pages.</summary>
+public sealed record CriuFeatureSet(bool MemTrack, bool LazyPages);
+
+/// <summary>CRIU notification names (criu/include/action-scripts.h) the engine reacts to.</summary>
+public static class CriuScripts
+{
+    public const string PreDump = "pre-dump";
+    public const string PostDump = "post-dump";
+    public const string NetworkLock = "network-lock";
+    public const string NetworkUnlock = "network-unlock";
+    public const string PreRestore = "pre-restore";
+    public const string PostRestore = "post-restore";
+    public const string PreResume = "pre-resume";
+    public const string PostResume = "post-resume";
+    public const string StatusReady = "status-ready";
+}

@@ -1,0 +1,86 @@
+using Migration.Engine.Images.Pb;
+
+namespace Migration.Engine.Images;
+
+/// <summary>Flags of a pagemap entry (criu/include/pagemap.h).</summary>
+[Flags]
+public enum PagemapFlags : uint
+{
+    None = 0,
+    Parent = 1,
+    Lazy = 2,
+    Present = 4,
+}
+
+/// <summary>One run of pages: <see cref="NrPages"/> pages from <see cref="Vaddr"/>.</summary>
+public readonly record struct PagemapRun(ulong Vaddr, ulong NrPages, PagemapFlags Flags);
+
+/// <summary>A <c>pagemap-PID.img</c>: the id of its pages file and the runs in address order.</summary>
+public sealed record PagemapImage(uint PagesId, IReadOnlyList<PagemapRun> Runs)
+{
+    public const int PageSize = 4096;
+
+    /// <summary>Highest user address on the 64-bit platforms CRIU supports (47-bit and 57-bit VA; take 57).</summary>
+    public const ulong MaxUserAddress = 1UL << 57;
+
+    /// <summary>More entries than this in one pagemap is not a real process.</summary>
+    public const int MaxEntries = 1 << 22;
+
+    public static PagemapImage Read(Stream s, string what)
+    {
+        ImageFile.ReadHeader(s, ImageFile.PagemapMagic, what);
+        if (!ImageFile.TryReadEntry(s, PagemapHead.Parser, what, out var head))
+        {
+            throw new InvalidDataException($"{what}: no pagemap head");
+        }
+
+        var runs = new List<PagemapRun>();
+        ulong previousEnd = 0;
+        while (ImageFile.TryReadEntry(s, PagemapEntry.Parser, what, out var e))
+        {
+            if (runs.Count >= MaxEntries)
+            {
+                throw new InvalidDataException($"{what}: more than {MaxEntries} entries");
+            }
+
+            ulong nr = e.HasNrPages ? e.NrPages : e.CompatNrPages;
+            var flags = e.HasFlags ? (PagemapFlags)e.Flags : (e.InParent ? PagemapFlags.Parent : PagemapFlags.Present);
+            Validate(e.Vaddr, nr, previousEnd, what);
+            previousEnd = e.Vaddr + nr * PageSize;
+            runs.Add(new PagemapRun(e.Vaddr, nr, flags));
+        }
+
+        return new PagemapImage(head.PagesId, runs);
+    }
+
+    public void Write(Stream s)
+    {
+        ImageFile.WriteHeader(s, ImageFile.PagemapMagic);
+        ImageFile.WriteEntry(s, new PagemapHead { PagesId = PagesId });
+        foreach (var r in Runs)
+        {
+            ImageFile.WriteEntry(s, new PagemapEntry { Vaddr = r.Vaddr, NrPages = r.NrPages, Flags = (uint)r.Flags });
+        }
+    }
+
+    /// <summary>Number of pages whose data is in this image's pages file.</summary>
+    public ulong PresentPages => Runs.Where(r => r.Flags.HasFlag(PagemapFlags.Present)).Aggregate(0UL, (a, r) => a + r.NrPages);
+
+    private static void Validate(ulong vaddr, ulong nr, ulong previousEnd, string what)
+    {
+        if (vaddr % PageSize != 0)
+        {
+            throw new InvalidDataException($"{what}: vaddr 0x{vaddr:x} is not page aligned");
+        }
+
+        if (nr == 0 || nr > MaxUserAddress / PageSize || vaddr >= MaxUserAddress || nr * PageSize > MaxUserAddress - vaddr)
+        {
+            throw new InvalidDataException($"{what}: run 0x{vaddr:x} + {nr} pages is outside the user address space");
+        }
+
+        if (vaddr < previousEnd)
+        {
+            throw new InvalidDataException($"{what}: run 0x{vaddr:x} overlaps or precedes the previous one");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+namespace Migration.Engine.Migration;
+
+/// <summary>What the source sends in preflight.</summary>
+public sealed record SourcePreflight(string SourceHost, string SourceVersion, Criu.CriuVersionInfo Criu, byte[] CpuInfoImage, ulong BytesNeeded, string Mode);
+
+/// <summary>One preflight check on the target.</summary>
+public sealed record PreflightCheckResult(string Name, bool Ok, string Detail);
+
+/// <summary>The target's preflight answer.</summary>
+public sealed record TargetPreflight(bool Ok, string AgentVersion, string Hostname, Criu.CriuVersionInfo? Criu, ulong FreeBytes, IReadOnlyList<PreflightCheckResult> Checks);
+
+/// <summary>An image file as the target must hold it.</summary>
+public sealed record ImageFileInfo(string Name, ulong Size, byte[] Sha256);
+
+/// <summary>
+/// The target side of a migration as the source engine sees it. The implementation carries these calls to
+/// the target agent (the control API); every call may throw, and every call is bounded by the token.
+/// </summary>
+public interface IMigrationTarget
+{
+    Task<TargetPreflight> PreflightAsync(SourcePreflight request, CancellationToken ct);
+
+    /// <summary>Creates the migration on the target; returns its id.</summary>
+    Task<string> BeginAsync(int sourcePid, ulong bytesExpected, string mode, CancellationToken ct);
+
+    /// <summary>Sends every file of the manifest from <paramref name="imagesDir"/>; returns bytes sent.</summary>
+    Task<ulong> SendImagesAsync(string migrationId, string imagesDir, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct);
+
+    /// <summary>Restores on the target, tree left stopped; returns the restored root pid there.</summary>
+    Task<int> RestoreAsync(string migrationId, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct);
+
+    /// <summary>Resumes the restored tree on the target (the source copy is gone by then).</summary>
+    Task<int> CommitAsync(string migrationId, CancellationToken ct);
+
+    /// <summary>Discards the migration on the target, killing a restored (stopped) tree.</summary>
+    Task AbortAsync(string migrationId, string reason, CancellationToken ct);
+}

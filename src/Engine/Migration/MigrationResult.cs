@@ -1,0 +1,22 @@
+namespace Migration.Engine.Migration;
+
+/// <summary>A completed migration.</summary>
+public sealed record MigrationResult
+{
+    public required string MigrationId { get; init; }
+    public required int SourcePid { get; init; }
+    public required int TargetPid { get; init; }
+    public required string Mode { get; init; }
+    public required int ImageFiles { get; init; }
+    public required ulong BytesSent { get; init; }
+
+    /// <summary>From the freeze to the restored tree's resume on the target: what the workload sees as a pause.</summary>
+    public required TimeSpan Frozen { get; init; }
+    public required TimeSpan Total { get; init; }
+    public required TimeSpan Dump { get; init; }
+    public required TimeSpan Transfer { get; init; }
+    public required TimeSpan Restore { get; init; }
+}
+
+/// <summary>Progress of a running migration, for the CLI and logs.</summary>
+public sealed record MigrationProgress(MigrationPhase Phase, string Message);

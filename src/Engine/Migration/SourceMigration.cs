@@ -1,0 +1,336 @@
+using Microsoft.Extensions.Logging;
+using Migration.Engine.Criu;
+using Migration.Engine.Processes;
+
+namespace Migration.Engine.Migration;
+
+/// <summary>
+/// The source side of a migration: preflight, dump, transfer, restore on the target, commit.
+///
+/// Exactly one live copy: the dump's post-dump notification is held while the images travel and the
+/// target restores (its tree left stopped). Only then is post-dump acknowledged, and CRIU kills the source
+/// tree. Whatever fails before that acknowledgement, post-dump is refused and CRIU resumes the source.
+/// After CRIU's answer the engine decides from what it observes: if the source tree is still alive the
+/// target copy is discarded; if it is gone the target copy is resumed (commit, retried).
+/// </summary>
+public sealed partial class SourceMigration(
+    CriuClient criu, IMigrationTarget target, SourceMigrationOptions options, ILogger<SourceMigration> logger, TimeProvider time)
+{
+    private readonly ILogger _logger = logger;
+
+    public static readonly string Version = typeof(SourceMigration).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+
+    public async Task<MigrationResult> RunAsync(int pid, IProgress<MigrationProgress>? progress, CancellationToken ct)
+    {
+        long started = time.GetTimestamp();
+        if (!ProcessTree.IsAlive(pid))
+        {
+            throw new MigrationException(MigrationPhase.Preflight, WorkloadOutcome.Untouched,
+                $"process {pid} does not exist (or is a zombie): nothing to migrate");
+        }
+
+        Directory.CreateDirectory(options.WorkRoot);
+        var work = Path.Combine(options.WorkRoot, $"{time.GetUtcNow():yyyyMMdd-HHmmss}-{pid}-{Random.Shared.Next(0x10000):x4}");
+        var images = Path.Combine(work, "images");
+        Directory.CreateDirectory(images);
+        LogWorkDir(pid, work);
+        try
+        {
+            await PreflightAsync(pid, work, progress, ct).ConfigureAwait(false);
+            string id = await CallAsync(MigrationPhase.Begin, WorkloadOutcome.Untouched,
+                c => target.BeginAsync(pid, EstimateBytes(pid), options.Mode, c), ct).ConfigureAwait(false);
+            LogBegun(id);
+            return await CutoverAsync(id, pid, work, images, started, progress, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            Cleanup(images);
+        }
+    }
+
+    private async Task PreflightAsync(int pid, string work, IProgress<MigrationProgress>? progress, CancellationToken ct)
+    {
+        progress?.Report(new MigrationProgress(MigrationPhase.Preflight, "checking source and target"));
+        CriuVersionInfo version;
+        byte[] cpuinfo;
+        var cpuDir = Path.Combine(work, "cpuinfo");
+        Directory.CreateDirectory(cpuDir);
+        try
+        {
+            version = await criu.GetVersionAsync(ct).ConfigureAwait(false);
+            if (version.AsVersion < CriuOptions.MinimumVersion)
+            {
+                throw new MigrationException(MigrationPhase.Preflight, WorkloadOutcome.Untouched,
+                    $"CRIU {version} on the source is too old: {CriuOptions.MinimumVersion} or newer is required (scripts/setup.sh builds it)");
+            }
+
+            await criu.CpuInfoDumpAsync(cpuDir, ct).ConfigureAwait(false);
+            cpuinfo = await File.ReadAllBytesAsync(Path.Combine(cpuDir, "cpuinfo.img"), ct).ConfigureAwait(false);
+        }
+        catch (CriuException ex)
+        {
+            throw new MigrationException(MigrationPhase.Preflight, WorkloadOutcome.Untouched, $"source preflight: {ex.Message}", ex);
+        }
+
+        ulong needed = EstimateBytes(pid);
+        var request = new SourcePreflight(Environment.MachineName, Version, version, cpuinfo, needed, options.Mode);
+        var reply = await CallAsync(MigrationPhase.Preflight, WorkloadOutcome.Untouched,
+            c => target.PreflightAsync(request, c), ct).ConfigureAwait(false);
+        foreach (var check in reply.Checks)
+        {
+            LogPreflightCheck(check.Name, check.Ok, check.Detail);
+        }
+
+        if (!reply.Ok)
+        {
+            var failed = reply.Checks.Where(c => !c.Ok).Select(c => $"{c.Name}: {c.Detail}");
+            throw new MigrationException(MigrationPhase.Preflight, WorkloadOutcome.Untouched,
+                $"target {reply.Hostname} failed preflight: {string.Join("; ", failed)}");
+        }
+
+        LogPreflightOk(reply.Hostname, version.ToString(), reply.Criu?.ToString() ?? "?", needed, reply.FreeBytes);
+        progress?.Report(new MigrationProgress(MigrationPhase.Preflight,
+            $"preflight ok: target {reply.Hostname}, CRIU {version} -> {reply.Criu}, ~{needed >> 20} MiB to move, {reply.FreeBytes >> 20} MiB free"));
+    }
+
+    private async Task<MigrationResult> CutoverAsync(string id, int pid, string work, string images, long started,
+        IProgress<MigrationProgress>? progress, CancellationToken ct)
+    {
+        long frozenAt = 0, dumpDone = 0, transferDone = 0, restoreDone = 0;
+        bool restoredOnTarget = false;
+        int targetPid = 0;
+        ulong bytesSent = 0;
+        IReadOnlyList<ImageFileInfo> manifest = [];
+
+        // The cutover has its own bound: the tree is frozen while it runs.
+        using var cutoverCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+
+        async Task<bool> OnNotify(string script, int notifyPid)
+        {
+            switch (script)
+            {
+                case CriuScripts.PreDump:
+                    frozenAt = time.GetTimestamp();
+                    progress?.Report(new MigrationProgress(MigrationPhase.Dump, "freezing and dumping"));
+                    return true;
+                case CriuScripts.PostDump:
+                    dumpDone = time.GetTimestamp();
+                    cutoverCts.CancelAfter(options.CutoverTimeout);
+                    manifest = ImageManifest.Build(images);
+                    LogDumped(manifest.Count, ImageManifest.TotalBytes(manifest), time.GetElapsedTime(frozenAt, dumpDone).TotalMilliseconds);
+                    progress?.Report(new MigrationProgress(MigrationPhase.Transfer,
+                        $"dumped {manifest.Count} images, {ImageManifest.TotalBytes(manifest) >> 20} MiB; sending"));
+                    bytesSent = await target.SendImagesAsync(id, images, manifest, cutoverCts.Token).ConfigureAwait(false);
+                    transferDone = time.GetTimestamp();
+                    progress?.Report(new MigrationProgress(MigrationPhase.Restore, "restoring on target"));
+                    targetPid = await target.RestoreAsync(id, manifest, cutoverCts.Token).ConfigureAwait(false);
+                    restoreDone = time.GetTimestamp();
+                    restoredOnTarget = true;
+                    LogRestored(targetPid);
+                    return true; // CRIU now kills the source tree.
+                default:
+                    return true;
+            }
+        }
+
+        var spec = new DumpSpec
+        {
+            Pid = pid,
+            ImagesDir = images,
+            WorkDir = work,
+            TcpEstablished = options.TcpEstablished,
+            ShellJob = options.ShellJob,
+            FileLocks = options.FileLocks,
+            ExtUnixSk = options.ExtUnixSk,
+        };
+
+        Exception? dumpFailure = null;
+        try
+        {
+            await criu.DumpAsync(spec, OnNotify, cutoverCts.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is CriuException or CriuNotifyHandlerException or OperationCanceledException or IOException)
+        {
+            dumpFailure = ex;
+        }
+
+        // Decide from what is observed, not from what was hoped: is the source tree still there?
+        bool sourceAlive = ProcessTree.IsAlive(pid);
+        if (sourceAlive || !restoredOnTarget)
+        {
+            var reason = Describe(dumpFailure) ?? "source tree still running after the dump";
+            await AbortTargetAsync(id, reason).ConfigureAwait(false);
+
+            var phase = dumpFailure is CriuNotifyHandlerException ? (transferDone == 0 ? MigrationPhase.Transfer : MigrationPhase.Restore) : MigrationPhase.Dump;
+            var outcome = sourceAlive ? WorkloadOutcome.ResumedOnSource : WorkloadOutcome.OnTargetUnconfirmed;
+            if (!sourceAlive)
+            {
+                // Neither copy runs: the source died during its own dump, and the target holds nothing restorable.
+                LogSourceLost(pid);
+            }
+            else
+            {
+                LogRolledBack(pid, reason);
+            }
+
+            throw new MigrationException(phase, outcome, $"{phase} failed: {reason}; " +
+                (sourceAlive ? $"the workload (pid {pid}) resumed on the source" : "the source tree exited during the dump"), dumpFailure);
+        }
+
+        // The source copy is gone and the target holds a stopped copy: it must run now.
+        if (dumpFailure is not null)
+        {
+            LogDumpErrorAfterCommit(Describe(dumpFailure) ?? "");
+        }
+
+        progress?.Report(new MigrationProgress(MigrationPhase.Commit, "source stopped; resuming on target"));
+        await CommitAsync(id, targetPid, ct).ConfigureAwait(false);
+        long committed = time.GetTimestamp();
+        var result = new MigrationResult
+        {
+            MigrationId = id,
+            SourcePid = pid,
+            TargetPid = targetPid,
+            Mode = options.Mode,
+            ImageFiles = manifest.Count,
+            BytesSent = bytesSent,
+            Frozen = time.GetElapsedTime(frozenAt, committed),
+            Total = time.GetElapsedTime(started, committed),
+            Dump = time.GetElapsedTime(frozenAt, dumpDone),
+            Transfer = time.GetElapsedTime(dumpDone, transferDone),
+            Restore = time.GetElapsedTime(transferDone, restoreDone),
+        };
+        LogCommitted(id, targetPid, result.Frozen.TotalMilliseconds, result.Total.TotalMilliseconds, bytesSent);
+        return result;
+    }
+
+    private async Task CommitAsync(string id, int targetPid, CancellationToken ct)
+    {
+        var deadline = time.GetTimestamp();
+        Exception? last = null;
+        for (int attempt = 1; time.GetElapsedTime(deadline) < options.CommitRetryFor; attempt++)
+        {
+            try
+            {
+                // Not cancelled by the caller: abandoning a commit would leave the only copy stopped.
+                await CallAsync(MigrationPhase.Commit, WorkloadOutcome.OnTargetUnconfirmed,
+                    c => target.CommitAsync(id, c), CancellationToken.None).ConfigureAwait(false);
+                return;
+            }
+            catch (MigrationException ex)
+            {
+                last = ex;
+                LogCommitRetry(attempt, ex.Message);
+                await Task.Delay(TimeSpan.FromSeconds(Math.Min(5, attempt)), time, CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+
+        throw new MigrationException(MigrationPhase.Commit, WorkloadOutcome.OnTargetUnconfirmed,
+            $"the workload was restored on the target (pid {targetPid}, migration {id}) and the source copy is gone, " +
+            $"but the target did not confirm resuming it: {last?.Message}. It is kept stopped there; " +
+            $"resume it on the target with: kill -CONT {targetPid} (and its children)", last);
+    }
+
+    private async Task AbortTargetAsync(string id, string reason)
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(options.CallTimeout);
+            await target.AbortAsync(id, reason, cts.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // The source copy runs; a target that cannot be told discards its unconfirmed state itself.
+            LogAbortFailed(id, ex.Message);
+        }
+    }
+
+    private async Task<T> CallAsync<T>(MigrationPhase phase, WorkloadOutcome outcome, Func<CancellationToken, Task<T>> call, CancellationToken ct)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cts.CancelAfter(options.CallTimeout);
+        try
+        {
+            return await call(cts.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new MigrationException(phase, outcome, $"{phase}: the target did not answer within {options.CallTimeout.TotalSeconds:0} s");
+        }
+        catch (MigrationException)
+        {
+            throw;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            throw new MigrationException(phase, outcome, $"{phase}: {ex.Message}", ex);
+        }
+    }
+
+    private ulong EstimateBytes(int pid) => (ulong)(ProcessTree.ResidentBytes(pid) * options.SpaceHeadroom) + (1UL << 20);
+
+    private static string? Describe(Exception? ex) => ex switch
+    {
+        null => null,
+        CriuNotifyHandlerException h => h.InnerException?.Message ?? h.Message,
+        OperationCanceledException => "timed out or cancelled",
+        _ => ex.Message,
+    };
+
+    private void Cleanup(string images)
+    {
+        if (options.KeepImages)
+        {
+            return;
+        }
+
+        try
+        {
+            Directory.Delete(images, recursive: true);
+        }
+        catch (IOException ex)
+        {
+            // Leftover staging files cost disk space, not correctness; say where they are.
+            LogCleanupFailed(images, ex.Message);
+        }
+    }
+
+    [LoggerMessage(EventId = 200, Level = LogLevel.Information, Message = "migration of pid {Pid}: staging in {WorkDir}")]
+    private partial void LogWorkDir(int pid, string workDir);
+
+    [LoggerMessage(EventId = 201, Level = LogLevel.Debug, Message = "preflight check {Name}: ok={Ok} {Detail}")]
+    private partial void LogPreflightCheck(string name, bool ok, string detail);
+
+    [LoggerMessage(EventId = 202, Level = LogLevel.Information, Message = "preflight ok: target {Host}, criu {SourceCriu} -> {TargetCriu}, need {Needed} bytes, target free {Free} bytes")]
+    private partial void LogPreflightOk(string host, string sourceCriu, string targetCriu, ulong needed, ulong free);
+
+    [LoggerMessage(EventId = 203, Level = LogLevel.Information, Message = "migration {Id} begun on target")]
+    private partial void LogBegun(string id);
+
+    [LoggerMessage(EventId = 204, Level = LogLevel.Information, Message = "dumped {Files} image files, {Bytes} bytes, in {Ms:0} ms (tree frozen)")]
+    private partial void LogDumped(int files, ulong bytes, double ms);
+
+    [LoggerMessage(EventId = 205, Level = LogLevel.Information, Message = "restored on target as pid {Pid} (stopped); acknowledging post-dump")]
+    private partial void LogRestored(int pid);
+
+    [LoggerMessage(EventId = 206, Level = LogLevel.Information, Message = "migration {Id} committed: target pid {Pid}, frozen {FrozenMs:0} ms, total {TotalMs:0} ms, {Bytes} bytes sent")]
+    private partial void LogCommitted(string id, int pid, double frozenMs, double totalMs, ulong bytes);
+
+    [LoggerMessage(EventId = 207, Level = LogLevel.Warning, Message = "rolled back: pid {Pid} resumed on the source ({Reason})")]
+    private partial void LogRolledBack(int pid, string reason);
+
+    [LoggerMessage(EventId = 208, Level = LogLevel.Error, Message = "source tree {Pid} exited during its dump; nothing was restored")]
+    private partial void LogSourceLost(int pid);
+
+    [LoggerMessage(EventId = 209, Level = LogLevel.Warning, Message = "criu reported an error after the source was stopped and the target restored: {Message}")]
+    private partial void LogDumpErrorAfterCommit(string message);
+
+    [LoggerMessage(EventId = 210, Level = LogLevel.Warning, Message = "commit attempt {Attempt} failed: {Message}")]
+    private partial void LogCommitRetry(int attempt, string message);
+
+    [LoggerMessage(EventId = 211, Level = LogLevel.Warning, Message = "could not abort migration {Id} on the target: {Message}")]
+    private partial void LogAbortFailed(string id, string message);
+
+    [LoggerMessage(EventId = 212, Level = LogLevel.Warning, Message = "could not remove staging directory {Dir}: {Message}")]
+    private partial void LogCleanupFailed(string dir, string message);
+}

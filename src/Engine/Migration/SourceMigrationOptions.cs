@@ -1,0 +1,35 @@
+namespace Migration.Engine.Migration;
+
+/// <summary>Source-side settings of one migration. Defaults say why they are what they are.</summary>
+public sealed record SourceMigrationOptions
+{
+    /// <summary>Where the dump is staged (removed after the migration); /var/lib survives reboots and is not a small tmpfs.</summary>
+    public string WorkRoot { get; init; } = "/var/lib/migrate/source";
+
+    /// <summary>Keep the staging directory (images and CRIU logs) after the migration; logs are kept regardless.</summary>
+    public bool KeepImages { get; init; }
+
+    /// <summary>Dump established TCP connections (repair mode, nftables network lock).</summary>
+    public bool TcpEstablished { get; init; }
+
+    public bool ShellJob { get; init; }
+
+    public bool FileLocks { get; init; }
+
+    public bool ExtUnixSk { get; init; }
+
+    /// <summary>"cold": dump, transfer, restore. Later modes add pre-copy and lazy restore.</summary>
+    public string Mode { get; init; } = "cold";
+
+    /// <summary>Bound on transfer plus restore while the tree is frozen; past it the source resumes.</summary>
+    public TimeSpan CutoverTimeout { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Bound on each preflight and control call.</summary>
+    public TimeSpan CallTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>How long to keep retrying the commit once the source copy is gone (its loss is not an option).</summary>
+    public TimeSpan CommitRetryFor { get; init; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>Estimated image size over resident memory (metadata, page alignment): 10% headroom.</summary>
+    public double SpaceHeadroom { get; init; } = 1.10;
+}

@@ -1,0 +1,75 @@
+using System.Runtime.InteropServices;
+
+namespace Migration.Engine.Native;
+
+/// <summary>The few libc calls the runtime does not expose. Constants are Linux's (x86_64 and arm64 agree).</summary>
+internal static partial class Libc
+{
+    public const int AF_UNIX = 1;
+    public const int SOCK_SEQPACKET = 5;
+    public const int SOCK_CLOEXEC = 0x80000;
+    public const int F_GETFD = 1;
+    public const int F_SETFD = 2;
+    public const int FD_CLOEXEC = 1;
+    public const int O_RDONLY = 0;
+    public const int O_DIRECTORY = 0x10000;
+    public const int O_CLOEXEC = 0x80000;
+    public const int SIGKILL = 9;
+    public const int SIGCONT = 18;
+    public const int ESRCH = 3;
+    public const int CLONE_NEWNET = 0x40000000;
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static unsafe partial int socketpair(int domain, int type, int protocol, int* sv);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int fcntl(int fd, int cmd, int arg);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int close(int fd);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int open(string path, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int kill(int pid, int sig);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int setns(int fd, int nstype);
+
+    [LibraryImport("libc")]
+    public static partial int getpid();
+
+    public static string Describe(int errno) => $"{Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})";
+}
+
+/// <summary>An owned file descriptor that is closed exactly once.</summary>
+internal sealed class OwnedFd : IDisposable
+{
+    private int _fd;
+
+    public OwnedFd(int fd) => _fd = fd;
+
+    public int Value => _fd >= 0 ? _fd : throw new ObjectDisposedException(nameof(OwnedFd));
+
+    /// <summary>Opens a directory (close-on-exec) for handing to CRIU as an images or work directory.</summary>
+    public static OwnedFd OpenDirectory(string path)
+    {
+        int fd = Libc.open(path, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC);
+        if (fd < 0)
+        {
+            throw new IOException($"cannot open directory {path}: {Libc.Describe(Marshal.GetLastPInvokeError())}");
+        }
+
+        return new OwnedFd(fd);
+    }
+
+    public void Dispose()
+    {
+        int fd = Interlocked.Exchange(ref _fd, -1);
+        if (fd >= 0)
+        {
+            Libc.close(fd);
+        }
+    }
+}

@@ -1,0 +1,334 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using Migration.Engine.Criu;
+using Migration.Engine.Migration;
+using Migration.Engine.Native;
+using Migration.Engine.Processes;
+
+namespace Migration.Engine.Target;
+
+public enum IncomingState
+{
+    Receiving,
+    Restoring,
+    Restored,
+    Committed,
+    Aborted,
+    Failed,
+}
+
+/// <summary>
+/// One migration arriving at the target: its work directory, the image files received into it (names,
+/// offsets and sizes validated; nothing written outside it), the restore and the commit or abort.
+/// </summary>
+public sealed partial class IncomingMigration : IDisposable
+{
+    private readonly Lock _lock = new();
+    private readonly Dictionary<string, ReceivingFile> _files = new(StringComparer.Ordinal);
+    private readonly TargetOptions _options;
+    private readonly ulong _maxBytes;
+    private readonly ILogger _logger;
+    private IReadOnlyList<int> _restoredTree = [];
+
+    internal IncomingMigration(string id, string workDir, ulong maxBytes, TargetOptions options, ILogger logger)
+    {
+        Id = id;
+        WorkDir = workDir;
+        ImagesDir = Path.Combine(workDir, "images");
+        Directory.CreateDirectory(ImagesDir);
+        _maxBytes = maxBytes;
+        _options = options;
+        _logger = logger;
+    }
+
+    public string Id { get; }
+
+    public string WorkDir { get; }
+
+    public string ImagesDir { get; }
+
+    public IncomingState State { get; private set; }
+
+    public ulong BytesReceived { get; private set; }
+
+    public ulong MaxBytes => _maxBytes;
+
+    public int RestoredPid { get; private set; }
+
+    public string? Error { get; private set; }
+
+    public int ChunksReceived { get; private set; }
+
+    /// <summary>Writes one chunk. Offsets must be sequential per file; a completed file takes no more data.</summary>
+    public (ulong FileBytes, ulong TotalBytes) PutChunk(string name, ulong offset, ReadOnlySpan<byte> data, bool last)
+    {
+        if (!ImageName.IsValid(name))
+        {
+            throw new TargetRequestException(TargetError.InvalidArgument, $"image name '{Printable(name)}' is not a plain file name");
+        }
+
+        if (data.Length > _options.MaxChunkBytes)
+        {
+            throw new TargetRequestException(TargetError.InvalidArgument, $"chunk of {data.Length} bytes exceeds {_options.MaxChunkBytes}");
+        }
+
+        lock (_lock)
+        {
+            RequireState(IncomingState.Receiving);
+            if (!_files.TryGetValue(name, out var file))
+            {
+                if (_files.Count >= _options.MaxImageFiles)
+                {
+                    throw new TargetRequestException(TargetError.ResourceExhausted, $"more than {_options.MaxImageFiles} image files");
+                }
+
+                file = new ReceivingFile(Path.Combine(ImagesDir, name));
+                _files.Add(name, file);
+            }
+
+            if (file.Complete)
+            {
+                throw new TargetRequestException(TargetError.FailedPrecondition, $"image {name} is already complete");
+            }
+
+            if (offset != file.Length)
+            {
+                throw new TargetRequestException(TargetError.InvalidArgument, $"image {name}: chunk at offset {offset}, expected {file.Length}");
+            }
+
+            if (BytesReceived + (ulong)data.Length > _maxBytes)
+            {
+                throw new TargetRequestException(TargetError.ResourceExhausted,
+                    $"images exceed the {_maxBytes} bytes this agent can hold for one migration (free space less reserve)");
+            }
+
+            file.Write(data);
+            BytesReceived += (ulong)data.Length;
+            ChunksReceived++;
+            if (last)
+            {
+                file.Finish();
+            }
+
+            return (file.Length, BytesReceived);
+        }
+    }
+
+    /// <summary>Checks that exactly the manifest's files are held, complete, with matching sizes and hashes.</summary>
+    public void VerifyManifest(IReadOnlyList<ImageFileInfo> manifest)
+    {
+        lock (_lock)
+        {
+            RequireState(IncomingState.Receiving);
+            if (manifest.Count != _files.Count)
+            {
+                throw new TargetRequestException(TargetError.FailedPrecondition, $"manifest lists {manifest.Count} files, {_files.Count} were received");
+            }
+
+            foreach (var m in manifest)
+            {
+                if (!ImageName.IsValid(m.Name) || !_files.TryGetValue(m.Name, out var f))
+                {
+                    throw new TargetRequestException(TargetError.FailedPrecondition, $"manifest file '{Printable(m.Name)}' was not received");
+                }
+
+                if (!f.Complete || f.Length != m.Size)
+                {
+                    throw new TargetRequestException(TargetError.FailedPrecondition, $"image {m.Name}: {f.Length} bytes received{(f.Complete ? "" : " (incomplete)")}, manifest says {m.Size}");
+                }
+
+                if (!CryptographicOperations.FixedTimeEquals(f.Sha256, m.Sha256))
+                {
+                    throw new TargetRequestException(TargetError.DataLoss, $"image {m.Name}: SHA-256 differs from the manifest");
+                }
+            }
+
+            State = IncomingState.Restoring;
+        }
+    }
+
+    /// <summary>Restores the received images with CRIU, tree left stopped. Returns the root pid.</summary>
+    public async Task<int> RestoreAsync(CriuClient criu, RestoreSpec spec, CancellationToken ct)
+    {
+        lock (_lock)
+        {
+            RequireState(IncomingState.Restoring);
+        }
+
+        if (_options.Faults.Contains(Faults.Restore))
+        {
+            LogFaultInjected(Id, Faults.Restore);
+            // A real CRIU failure: the process tree image is damaged, so criu restore refuses it.
+            File.WriteAllBytes(Path.Combine(ImagesDir, "pstree.img"), [0x19, 0x43, 0x56, 0x54, 0xde, 0xad, 0xbe, 0xef]);
+        }
+
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            int pid = await criu.RestoreAsync(spec, null, ct).ConfigureAwait(false);
+            lock (_lock)
+            {
+                RestoredPid = pid;
+                _restoredTree = ProcessTree.Enumerate(pid);
+                State = IncomingState.Restored;
+            }
+
+            LogRestored(Id, pid, _restoredTree.Count, sw.ElapsedMilliseconds);
+            return pid;
+        }
+        catch (Exception ex)
+        {
+            lock (_lock)
+            {
+                State = IncomingState.Failed;
+                Error = ex.Message;
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Resumes the restored (stopped) tree. Idempotent: a repeated commit answers the same.</summary>
+    public (int Pid, int Resumed) Commit()
+    {
+        lock (_lock)
+        {
+            if (State == IncomingState.Committed)
+            {
+                return (RestoredPid, 0);
+            }
+
+            RequireState(IncomingState.Restored);
+            // Re-read the tree: the tasks are stopped, so it is the tree CRIU restored.
+            var tree = ProcessTree.Enumerate(RestoredPid);
+            int n = ProcessTree.SignalAll(tree, Libc.SIGCONT);
+            if (n == 0)
+            {
+                State = IncomingState.Failed;
+                Error = $"restored tree {RestoredPid} is gone";
+                throw new TargetRequestException(TargetError.FailedPrecondition, Error);
+            }
+
+            State = IncomingState.Committed;
+            LogCommitted(Id, RestoredPid, n);
+            DeleteImages();
+            return (RestoredPid, n);
+        }
+    }
+
+    /// <summary>Discards the migration: kills a restored tree (never a committed one) and removes the images.</summary>
+    public bool Abort(string reason)
+    {
+        lock (_lock)
+        {
+            if (State == IncomingState.Committed)
+            {
+                throw new TargetRequestException(TargetError.FailedPrecondition, "migration is committed: its tree runs here and is not killed");
+            }
+
+            bool killed = false;
+            if (State == IncomingState.Restored && RestoredPid > 0)
+            {
+                var tree = ProcessTree.Enumerate(RestoredPid);
+                killed = ProcessTree.SignalAll(tree.Count > 0 ? tree : _restoredTree, Libc.SIGKILL) > 0;
+            }
+
+            State = IncomingState.Aborted;
+            Error ??= reason;
+            LogAborted(Id, reason, killed);
+            DeleteImages();
+            return killed;
+        }
+    }
+
+    private void DeleteImages()
+    {
+        foreach (var f in _files.Values)
+        {
+            f.Dispose();
+        }
+
+        try
+        {
+            Directory.Delete(ImagesDir, recursive: true);
+        }
+        catch (IOException ex)
+        {
+            // Logs stay for diagnosis; leftover images cost space only.
+            LogCleanupFailed(ImagesDir, ex.Message);
+        }
+    }
+
+    private void RequireState(IncomingState expected)
+    {
+        if (State != expected)
+        {
+            throw new TargetRequestException(TargetError.FailedPrecondition, $"migration {Id} is {State.ToString().ToLowerInvariant()}, not {expected.ToString().ToLowerInvariant()}");
+        }
+    }
+
+    private static string Printable(string? s) =>
+        s is null ? "" : new string(s.Take(64).Select(c => char.IsControl(c) ? '?' : c).ToArray());
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            foreach (var f in _files.Values)
+            {
+                f.Dispose();
+            }
+        }
+    }
+
+    private sealed class ReceivingFile(string path) : IDisposable
+    {
+        private FileStream? _stream = new(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
+        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+
+        public ulong Length { get; private set; }
+
+        public bool Complete { get; private set; }
+
+        public byte[] Sha256 { get; private set; } = [];
+
+        public void Write(ReadOnlySpan<byte> data)
+        {
+            _stream!.Write(data);
+            _hash.AppendData(data);
+            Length += (ulong)data.Length;
+        }
+
+        public void Finish()
+        {
+            _stream!.Flush(flushToDisk: true);
+            _stream.Dispose();
+            _stream = null;
+            Sha256 = _hash.GetHashAndReset();
+            Complete = true;
+        }
+
+        public void Dispose()
+        {
+            _stream?.Dispose();
+            _stream = null;
+            _hash.Dispose();
+        }
+    }
+
+    [LoggerMessage(EventId = 300, Level = LogLevel.Information, Message = "migration {Id}: restored as pid {Pid} ({Tasks} tasks, stopped) in {Ms} ms")]
+    private partial void LogRestored(string id, int pid, int tasks, long ms);
+
+    [LoggerMessage(EventId = 301, Level = LogLevel.Information, Message = "migration {Id}: committed, pid {Pid} resumed ({Tasks} tasks)")]
+    private partial void LogCommitted(string id, int pid, int tasks);
+
+    [LoggerMessage(EventId = 302, Level = LogLevel.Warning, Message = "migration {Id}: aborted ({Reason}); restored tree killed: {Killed}")]
+    private partial void LogAborted(string id, string reason, bool killed);
+
+    [LoggerMessage(EventId = 303, Level = LogLevel.Warning, Message = "fault injected in migration {Id}: {Fault}")]
+    private partial void LogFaultInjected(string id, string fault);
+
+    [LoggerMessage(EventId = 304, Level = LogLevel.Warning, Message = "could not remove {Dir}: {Message}")]
+    private partial void LogCleanupFailed(string dir, string message);
+}

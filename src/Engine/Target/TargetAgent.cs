@@ -1,0 +1,172 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Migration.Engine.Criu;
+using Migration.Engine.Migration;
+
+namespace Migration.Engine.Target;
+
+/// <summary>
+/// The target side of migrations, independent of the API that carries it: preflight, the table of
+/// incoming migrations and their work directories, restore, commit and abort.
+/// </summary>
+public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, ILoggerFactory loggers) : IDisposable
+{
+    private readonly ConcurrentDictionary<string, IncomingMigration> _migrations = new(StringComparer.Ordinal);
+    private readonly ILogger _logger = loggers.CreateLogger<TargetAgent>();
+
+    public TargetOptions Options => options;
+
+    public static string Version => SourceMigration.Version;
+
+    public async Task<TargetPreflight> PreflightAsync(SourcePreflight request, CancellationToken ct)
+    {
+        var checks = new List<PreflightCheckResult>();
+        CriuVersionInfo? version = null;
+        Directory.CreateDirectory(options.WorkRoot);
+        // Preflight changes nothing: its scratch directory is removed before answering.
+        var scratch = Directory.CreateTempSubdirectory(Path.Combine(options.WorkRoot, ".preflight-")).FullName;
+        try
+        {
+            try
+            {
+                version = await criu.GetVersionAsync(ct).ConfigureAwait(false);
+                bool ok = version.AsVersion >= CriuOptions.MinimumVersion && version.AsVersion >= new Version(request.Criu.Major, request.Criu.Minor);
+                checks.Add(new PreflightCheckResult("criu-version", ok,
+                    ok ? $"target {version}, source {request.Criu}"
+                       : $"target CRIU {version} cannot restore images of source CRIU {request.Criu} (need >= {CriuOptions.MinimumVersion} and >= the source's)"));
+            }
+            catch (CriuException ex)
+            {
+                checks.Add(new PreflightCheckResult("criu-version", false, ex.Message));
+            }
+
+            await RunCheckAsync(checks, "criu-check", () => criu.CheckAsync(scratch, ct), "criu check passed").ConfigureAwait(false);
+
+            if (request.CpuInfoImage.Length is 0 or > 1 << 20)
+            {
+                checks.Add(new PreflightCheckResult("cpuinfo", false, $"source sent a cpuinfo image of {request.CpuInfoImage.Length} bytes"));
+            }
+            else
+            {
+                await File.WriteAllBytesAsync(Path.Combine(scratch, "cpuinfo.img"), request.CpuInfoImage, ct).ConfigureAwait(false);
+                await RunCheckAsync(checks, "cpuinfo", () => criu.CpuInfoCheckAsync(scratch, ct), "source CPU features are available here").ConfigureAwait(false);
+            }
+
+            ulong free = FreeBytes();
+            ulong usable = free > options.ReserveBytes ? free - options.ReserveBytes : 0;
+            bool spaceOk = request.BytesNeeded <= usable;
+            checks.Add(new PreflightCheckResult("disk", spaceOk,
+                $"{request.BytesNeeded >> 20} MiB needed, {usable >> 20} MiB usable in {options.WorkRoot} ({options.ReserveBytes >> 20} MiB reserved)"));
+
+            bool modeOk = request.Mode == "cold";
+            checks.Add(new PreflightCheckResult("mode", modeOk, modeOk ? request.Mode : $"mode '{request.Mode}' is not supported by this agent"));
+
+            int active = _migrations.Values.Count(m => m.State is IncomingState.Receiving or IncomingState.Restoring);
+            bool slotOk = active < options.MaxConcurrentMigrations;
+            checks.Add(new PreflightCheckResult("capacity", slotOk, $"{active} of {options.MaxConcurrentMigrations} migrations in progress"));
+
+            bool allOk = checks.All(c => c.Ok);
+            LogPreflight(request.SourceHost, allOk, string.Join("; ", checks.Where(c => !c.Ok).Select(c => $"{c.Name}: {c.Detail}")));
+            return new TargetPreflight(allOk, Version, Environment.MachineName, version, free, checks);
+        }
+        finally
+        {
+            TryDelete(scratch);
+        }
+    }
+
+    public IncomingMigration Begin(string sourceHost, int sourcePid, ulong bytesExpected)
+    {
+        int active = _migrations.Values.Count(m => m.State is IncomingState.Receiving or IncomingState.Restoring);
+        if (active >= options.MaxConcurrentMigrations)
+        {
+            throw new TargetRequestException(TargetError.ResourceExhausted, $"{active} migrations already in progress");
+        }
+
+        ulong free = FreeBytes();
+        ulong usable = free > options.ReserveBytes ? free - options.ReserveBytes : 0;
+        if (bytesExpected > usable)
+        {
+            throw new TargetRequestException(TargetError.ResourceExhausted, $"{bytesExpected} bytes expected, {usable} usable");
+        }
+
+        var id = $"{DateTime.UtcNow:yyyyMMddHHmmss}-{Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4)).ToLowerInvariant()}";
+        var dir = Path.Combine(options.WorkRoot, id);
+        Directory.CreateDirectory(dir);
+        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>());
+        _migrations[id] = m;
+        LogBegun(id, sourceHost, sourcePid, dir);
+        return m;
+    }
+
+    public IncomingMigration Get(string id) =>
+        id.Length <= 64 && _migrations.TryGetValue(id, out var m)
+            ? m
+            : throw new TargetRequestException(TargetError.NotFound, $"no migration '{new string(id.Take(64).Where(c => !char.IsControl(c)).ToArray())}' on this agent");
+
+    public async Task<int> RestoreAsync(string id, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct)
+    {
+        var m = Get(id);
+        m.VerifyManifest(manifest);
+        var spec = new RestoreSpec { ImagesDir = m.ImagesDir, WorkDir = m.WorkDir, LeaveStopped = true };
+        try
+        {
+            return await m.RestoreAsync(criu, spec, ct).ConfigureAwait(false);
+        }
+        catch (CriuException ex)
+        {
+            throw new TargetRequestException(TargetError.Internal, $"restore on {Environment.MachineName} failed: {ex.Message}");
+        }
+    }
+
+    public IReadOnlyCollection<IncomingMigration> Migrations => _migrations.Values.ToArray();
+
+    private ulong FreeBytes()
+    {
+        var info = new DriveInfo(options.WorkRoot);
+        return (ulong)Math.Max(0, info.AvailableFreeSpace);
+    }
+
+    private static async Task RunCheckAsync(List<PreflightCheckResult> checks, string name, Func<Task> check, string okDetail)
+    {
+        try
+        {
+            await check().ConfigureAwait(false);
+            checks.Add(new PreflightCheckResult(name, true, okDetail));
+        }
+        catch (CriuException ex)
+        {
+            checks.Add(new PreflightCheckResult(name, false, ex.Message));
+        }
+    }
+
+    private void TryDelete(string dir)
+    {
+        try
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+        catch (IOException ex)
+        {
+            // A leftover scratch directory holds a few KiB of CRIU logs; not worth failing preflight for.
+            LogCleanupFailed(dir, ex.Message);
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var m in _migrations.Values)
+        {
+            m.Dispose();
+        }
+    }
+
+    [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "preflight from {Source}: ok={Ok} {Failures}")]
+    private partial void LogPreflight(string source, bool ok, string failures);
+
+    [LoggerMessage(EventId = 401, Level = LogLevel.Information, Message = "migration {Id} begun from {Source} pid {Pid}, work directory {Dir}")]
+    private partial void LogBegun(string id, string source, int pid, string dir);
+
+    [LoggerMessage(EventId = 402, Level = LogLevel.Warning, Message = "could not remove {Dir}: {Message}")]
+    private partial void LogCleanupFailed(string dir, string message);
+}

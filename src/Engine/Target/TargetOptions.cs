@@ -1,0 +1,35 @@
+namespace Migration.Engine.Target;
+
+/// <summary>Target agent limits. Every limit bounds what an authenticated but faulty peer can make the agent hold.</summary>
+public sealed record TargetOptions
+{
+    /// <summary>Per-migration work directories are created here and nowhere else.</summary>
+    public string WorkRoot { get; init; } = "/var/lib/migrate/agent";
+
+    /// <summary>Free space the agent never gives to images: the host's own needs.</summary>
+    public ulong ReserveBytes { get; init; } = 256UL << 20;
+
+    /// <summary>CRIU writes a few files per task; 100k files is far beyond any real tree.</summary>
+    public int MaxImageFiles { get; init; } = 100_000;
+
+    /// <summary>Largest accepted chunk (the client sends 1 MiB).</summary>
+    public int MaxChunkBytes { get; init; } = 4 << 20;
+
+    /// <summary>Migrations receiving or restoring at once.</summary>
+    public int MaxConcurrentMigrations { get; init; } = 4;
+
+    /// <summary>Named fault points for tests (see <see cref="Faults"/>); empty in production.</summary>
+    public IReadOnlySet<string> Faults { get; init; } = new HashSet<string>();
+}
+
+/// <summary>Fault points the agent can be told to hit, one test each.</summary>
+public static class Faults
+{
+    /// <summary>The restore fails inside CRIU: an image is damaged just before criu restore reads it.</summary>
+    public const string Restore = "restore";
+
+    /// <summary>The transfer is cut: the agent drops the connection on the second image chunk.</summary>
+    public const string CutTransfer = "cut-transfer";
+
+    public static readonly string[] All = [Restore, CutTransfer];
+}
