@@ -1,0 +1,174 @@
+using System.CommandLine;
+using System.Text.Json;
+using Migration.Engine.Criu;
+using Migration.Engine.Migration;
+using Migration.Engine.Security;
+using Migration.PageServer.Control;
+using Serilog;
+using Serilog.Events;
+using Microsoft.Extensions.Logging;
+using Serilog.Extensions.Logging;
+
+var to = new Option<string>("--to") { Description = "The target agent, HOST:PORT (migrate-agent --listen)", Required = true };
+var tokenFile = new Option<string>("--token-file") { Description = "File holding the shared secret token (mode 600); the agent uses the same one", Required = true };
+var mode = new Option<string>("--mode") { Description = "cold: freeze, dump, transfer, restore", DefaultValueFactory = _ => "cold" };
+mode.AcceptOnlyFromAmong("cold");
+var json = new Option<bool>("--json") { Description = "Print the result as one JSON object on the last line of stdout" };
+var workDir = new Option<string>("--work-dir") { Description = "Staging directory for the dump (removed afterwards; CRIU logs kept)", DefaultValueFactory = _ => "/var/lib/migrate/source" };
+var logDir = new Option<string>("--log-dir") { Description = "Directory for this command's log file", DefaultValueFactory = _ => "/var/log/migrate" };
+var keepImages = new Option<bool>("--keep-images") { Description = "Keep the staged images after the migration (for debugging)" };
+var tcpEstablished = new Option<bool>("--tcp-established") { Description = "Migrate established TCP connections (CRIU repair mode, nftables network lock)" };
+var shellJob = new Option<bool>("--shell-job") { Description = "The tree is a job of a shell (its session/group lead is outside the tree)" };
+var timeout = new Option<int>("--timeout") { Description = "Seconds the target gets to receive and restore while the workload is frozen; past it the source resumes", DefaultValueFactory = _ => 600 };
+var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging on stderr" };
+var pidArg = new Argument<int>("PID") { Description = "Root of the process tree to migrate" };
+
+var root = new RootCommand("""
+    migrate: move a running process tree to another host.
+
+    The tree is frozen, dumped with CRIU, sent to the target agent, restored there (left stopped), and only
+    when the target confirms the restore is the source copy killed and the target copy resumed. On any
+    failure before that the workload resumes on the source and migrate exits non-zero.
+
+    Exit codes: 0 migrated; 1 failed, the workload runs on the source (or was never touched);
+    2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy.
+    """)
+{
+    to, tokenFile, mode, json, workDir, logDir, keepImages, tcpEstablished, shellJob, timeout, verbose, pidArg,
+};
+
+root.SetAction(async (parse, ct) =>
+{
+    bool asJson = parse.GetValue(json);
+    int pid = parse.GetValue(pidArg);
+    var logs = parse.GetValue(logDir)!;
+    var logPath = Path.Combine(logs, $"migrate-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{pid}.log");
+    try
+    {
+        Directory.CreateDirectory(logs);
+    }
+    catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+    {
+        return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"cannot create log directory {logs}: {ex.Message}");
+    }
+
+    Log.Logger = new LoggerConfiguration()
+        .MinimumLevel.Debug()
+        .WriteTo.Console(restrictedToMinimumLevel: parse.GetValue(verbose) ? LogEventLevel.Debug : LogEventLevel.Warning,
+            standardErrorFromLevel: LogEventLevel.Verbose, outputTemplate: "{Timestamp:HH:mm:ss.fff} {Level:u3} {Message:lj}{NewLine}{Exception}")
+        .WriteTo.File(logPath, outputTemplate: "{Timestamp:o} {Level:u3} [{SourceContext}] {Message:lj}{NewLine}{Exception}")
+        .CreateLogger();
+    using ILoggerFactory loggers = new SerilogLoggerFactory(Log.Logger);
+    try
+    {
+        if (pid <= 0)
+        {
+            return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"PID must be positive, got {pid}");
+        }
+
+        if (!Endpoint.TryParse(parse.GetValue(to), out var endpoint, out var endpointError))
+        {
+            return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"--to {endpointError}");
+        }
+
+        TokenCredentials credentials;
+        try
+        {
+            credentials = TokenCredentials.FromFile(parse.GetValue(tokenFile)!);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"cannot use the token: {ex.Message}");
+        }
+
+        var options = new SourceMigrationOptions
+        {
+            WorkRoot = parse.GetValue(workDir)!,
+            KeepImages = parse.GetValue(keepImages),
+            TcpEstablished = parse.GetValue(tcpEstablished),
+            ShellJob = parse.GetValue(shellJob),
+            Mode = parse.GetValue(mode)!,
+            CutoverTimeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(timeout))),
+        };
+        using (credentials)
+        using (var channel = new ControlChannel(endpoint, credentials, TimeSpan.FromSeconds(10)))
+        {
+            var target = new AgentClient(channel, options.CallTimeout);
+            var criu = new CriuClient(new CriuOptions(), loggers.CreateLogger<CriuClient>());
+            var migration = new SourceMigration(criu, target, options, loggers.CreateLogger<SourceMigration>(), TimeProvider.System);
+            var progress = new SyncProgress(p => Console.Error.WriteLine($"[{p.Phase.ToString().ToLowerInvariant()}] {p.Message}"));
+            Log.Information("migrating pid {Pid} to {Target} ({Mode}), log {LogPath}", pid, endpoint.ToString(), options.Mode, logPath);
+            MigrationResult r;
+            try
+            {
+                r = await migration.RunAsync(pid, progress, ct);
+            }
+            catch (MigrationException ex)
+            {
+                Log.Error("migration failed in {Phase}: {Message}", ex.Phase, ex.Message);
+                int code = ex.Outcome == WorkloadOutcome.OnTargetUnconfirmed ? 3 : 1;
+                return Fail(asJson, code, ex.Phase.ToString().ToLowerInvariant(), ex.Outcome, $"{ex.Message} (log: {logPath})");
+            }
+
+            Console.Out.WriteLine($"migrated pid {r.SourcePid} -> {endpoint} pid {r.TargetPid} ({r.Mode})");
+            Console.Out.WriteLine($"  moved    {r.ImageFiles} image files, {r.BytesSent / 1048576.0:0.0} MiB");
+            Console.Out.WriteLine($"  frozen   {r.Frozen.TotalMilliseconds:0} ms (dump {r.Dump.TotalMilliseconds:0}, transfer {r.Transfer.TotalMilliseconds:0}, restore {r.Restore.TotalMilliseconds:0})");
+            Console.Out.WriteLine($"  total    {r.Total.TotalMilliseconds:0} ms");
+            if (asJson)
+            {
+                Console.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                {
+                    ["status"] = "migrated",
+                    ["migrationId"] = r.MigrationId,
+                    ["sourcePid"] = r.SourcePid,
+                    ["targetPid"] = r.TargetPid,
+                    ["mode"] = r.Mode,
+                    ["frozenMs"] = Math.Round(r.Frozen.TotalMilliseconds, 1),
+                    ["totalMs"] = Math.Round(r.Total.TotalMilliseconds, 1),
+                    ["dumpMs"] = Math.Round(r.Dump.TotalMilliseconds, 1),
+                    ["transferMs"] = Math.Round(r.Transfer.TotalMilliseconds, 1),
+                    ["restoreMs"] = Math.Round(r.Restore.TotalMilliseconds, 1),
+                    ["bytesSent"] = r.BytesSent,
+                    ["imageFiles"] = r.ImageFiles,
+                }));
+            }
+
+            return 0;
+        }
+    }
+    finally
+    {
+        await Log.CloseAndFlushAsync();
+    }
+});
+
+return await root.Parse(args).InvokeAsync();
+
+static int Fail(bool asJson, int code, string phase, WorkloadOutcome outcome, string message)
+{
+    Console.Error.WriteLine($"migrate: {message}");
+    if (asJson)
+    {
+        var workload = outcome switch
+        {
+            WorkloadOutcome.Untouched => "untouched",
+            WorkloadOutcome.ResumedOnSource => "running-on-source",
+            _ => "on-target-unconfirmed",
+        };
+        Console.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["status"] = "failed",
+            ["phase"] = phase,
+            ["workload"] = workload,
+            ["error"] = message,
+        }));
+    }
+
+    return code;
+}
+
+/// <summary>Progress reported on the caller's thread (Progress&lt;T&gt; would post to the thread pool and reorder lines).</summary>
+internal sealed class SyncProgress(Action<MigrationProgress> report) : IProgress<MigrationProgress>
+{
+    public void Report(MigrationProgress value) => report(value);
+}

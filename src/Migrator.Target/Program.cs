@@ -1,0 +1,133 @@
+using System.CommandLine;
+using System.Net;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Migration.Engine.Criu;
+using Migration.Engine.Security;
+using Migration.Engine.Target;
+using Migration.PageServer.Control;
+using Migration.Target;
+using Migration.Target.Grpc;
+using Endpoint = Migration.PageServer.Control.Endpoint;
+using Serilog;
+using Serilog.Events;
+
+var listen = new Option<string>("--listen") { Description = "Address and port to serve the control API on, e.g. 10.0.0.2:7070", Required = true };
+var tokenFile = new Option<string>("--token-file") { Description = "File holding the shared secret token (mode 600); the source uses the same one", Required = true };
+var workDir = new Option<string>("--work-dir") { Description = "Per-migration work directories are created here", DefaultValueFactory = _ => "/var/lib/migrate/agent" };
+var logDir = new Option<string>("--log-dir") { Description = "Agent log file directory (CRIU logs stay in each migration's work directory)", DefaultValueFactory = _ => "/var/log/migrate" };
+var reserveMib = new Option<int>("--reserve-mib") { Description = "Free disk space (MiB) never used for images", DefaultValueFactory = _ => 256 };
+var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging" };
+var faults = new Option<string[]>("--inject-fault") { Description = $"Test only: fault points to hit ({string.Join(", ", Faults.All)})", Hidden = true, AllowMultipleArgumentsPerToken = false };
+
+var root = new RootCommand("migrate-agent: the target side of live process migration. Receives images from `migrate`, restores them with CRIU, and resumes the restored tree only when the source confirms its copy is gone.")
+{
+    listen, tokenFile, workDir, logDir, reserveMib, verbose, faults,
+};
+
+root.SetAction(async (parse, ct) =>
+{
+    if (!Endpoint.TryParse(parse.GetValue(listen), out var endpoint, out var endpointError))
+    {
+        Console.Error.WriteLine($"migrate-agent: --listen {endpointError}");
+        return 2;
+    }
+
+    var unknownFaults = (parse.GetValue(faults) ?? []).Except(Faults.All).ToArray();
+    if (unknownFaults.Length > 0)
+    {
+        Console.Error.WriteLine($"migrate-agent: unknown fault point(s): {string.Join(", ", unknownFaults)}");
+        return 2;
+    }
+
+    var logs = parse.GetValue(logDir)!;
+    Directory.CreateDirectory(logs);
+    Log.Logger = new LoggerConfiguration()
+        .MinimumLevel.Is(parse.GetValue(verbose) ? LogEventLevel.Debug : LogEventLevel.Information)
+        .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
+        .WriteTo.Console(standardErrorFromLevel: LogEventLevel.Verbose, outputTemplate: "{Timestamp:HH:mm:ss.fff} {Level:u3} {Message:lj}{NewLine}{Exception}")
+        .WriteTo.File(Path.Combine(logs, "agent.log"), outputTemplate: "{Timestamp:o} {Level:u3} [{SourceContext}] {Message:lj}{NewLine}{Exception}")
+        .CreateLogger();
+
+    try
+    {
+        TokenCredentials credentials;
+        try
+        {
+            credentials = TokenCredentials.FromFile(parse.GetValue(tokenFile)!);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            Log.Error("cannot use the token: {Message}", ex.Message);
+            return 2;
+        }
+
+        IPAddress[] addresses = IPAddress.TryParse(endpoint.Host, out var ip) ? [ip] : await Dns.GetHostAddressesAsync(endpoint.Host, ct);
+        var options = new TargetOptions
+        {
+            WorkRoot = parse.GetValue(workDir)!,
+            ReserveBytes = (ulong)Math.Max(0, parse.GetValue(reserveMib)) << 20,
+            Faults = new HashSet<string>(parse.GetValue(faults) ?? []),
+        };
+        Directory.CreateDirectory(options.WorkRoot);
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSerilog(Log.Logger);
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AddServerHeader = false;
+            k.Limits.MaxRequestBodySize = GrpcProtocol.MaxMessageBytes + GrpcProtocol.FrameHeaderSize;
+            k.Limits.Http2.MaxStreamsPerConnection = 64;
+            foreach (var address in addresses)
+            {
+                k.Listen(address, endpoint.Port, l =>
+                {
+                    l.Protocols = HttpProtocols.Http2;
+                    l.UseHttps(new HttpsConnectionAdapterOptions
+                    {
+                        ServerCertificate = credentials.Certificate,
+                        SslProtocols = System.Security.Authentication.SslProtocols.Tls13,
+                        ClientCertificateMode = ClientCertificateMode.RequireCertificate,
+                        // A caller is admitted only if it proves the token-derived key in the handshake.
+                        ClientCertificateValidation = (cert, _, _) => credentials.IsPeer(cert),
+                    });
+                });
+            }
+        });
+        builder.Services.AddSingleton(credentials);
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(new CriuOptions());
+        builder.Services.AddSingleton<CriuClient>();
+        builder.Services.AddSingleton<TargetAgent>();
+        builder.Services.AddSingleton<AgentService>();
+        builder.Services.AddSingleton<GrpcServer>();
+
+        var app = builder.Build();
+        var server = app.Services.GetRequiredService<GrpcServer>();
+        app.Services.GetRequiredService<AgentService>().MapTo(server);
+        app.Run(server.HandleAsync);
+
+        await app.StartAsync(ct);
+        Log.Information("migrate-agent {Version} listening on {Endpoint} (token key id {KeyId}), work directory {WorkDir}, criu {Criu}",
+            TargetAgent.Version, endpoint.ToString(), credentials.KeyId, options.WorkRoot, app.Services.GetRequiredService<CriuOptions>().CriuPath);
+        if (options.Faults.Count > 0)
+        {
+            Log.Warning("fault injection enabled: {Faults}", string.Join(", ", options.Faults));
+        }
+
+        await app.WaitForShutdownAsync(ct);
+        return 0;
+    }
+    catch (IOException ex)
+    {
+        Log.Fatal("migrate-agent cannot start: {Message}", ex.Message);
+        return 1;
+    }
+    finally
+    {
+        await Log.CloseAndFlushAsync();
+    }
+});
+
+return await root.Parse(args).InvokeAsync();
