@@ -114,8 +114,10 @@ log "building native helpers"
 make -s -C "$REPO/native" >&2
 log "publishing migrate and migrate-agent to $INSTALL_DIR"
 mkdir -p "$INSTALL_DIR"
-dotnet publish "$REPO/src/Migrator.Source/Migrator.Source.csproj" -c Release -o "$INSTALL_DIR" --nologo -v quiet >&2
-dotnet publish "$REPO/src/Migrator.Target/Migrator.Target.csproj" -c Release -o "$INSTALL_DIR" --nologo -v quiet >&2
-ln -sf "$INSTALL_DIR/migrate" /usr/local/bin/migrate
-ln -sf "$INSTALL_DIR/migrate-agent" /usr/local/bin/migrate-agent
+# Separate folders: the agent runs on the ASP.NET shared framework, the CLI carries its own assemblies.
+dotnet publish "$REPO/src/Migrator.Source/Migrator.Source.csproj" -c Release -o "$INSTALL_DIR/migrate.d" --nologo -v quiet >&2
+dotnet publish "$REPO/src/Migrator.Target/Migrator.Target.csproj" -c Release -o "$INSTALL_DIR/migrate-agent.d" --nologo -v quiet >&2
+ln -sfn "$INSTALL_DIR/migrate.d/migrate" /usr/local/bin/migrate
+ln -sfn "$INSTALL_DIR/migrate-agent.d/migrate-agent" /usr/local/bin/migrate-agent
+install -m 0755 "$REPO/native/bin/memwork" "$INSTALL_DIR/memwork"
 log "done: criu=$CRIU_BIN migrate=$(command -v migrate) migrate-agent=$(command -v migrate-agent)"

@@ -24,7 +24,8 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         CriuVersionInfo? version = null;
         Directory.CreateDirectory(options.WorkRoot);
         // Preflight changes nothing: its scratch directory is removed before answering.
-        var scratch = Directory.CreateTempSubdirectory(Path.Combine(options.WorkRoot, ".preflight-")).FullName;
+        var scratch = Path.Combine(options.WorkRoot, $".preflight-{Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(6)).ToLowerInvariant()}");
+        Directory.CreateDirectory(scratch);
         try
         {
             try

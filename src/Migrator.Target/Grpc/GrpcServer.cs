@@ -85,6 +85,12 @@ public sealed partial class GrpcServer(ILogger<GrpcServer> logger)
         {
             (status, detail) = (GrpcStatusCode.Internal, ex.Message);
         }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // The API boundary: a bug in one call must become a status for that caller, never a dead agent.
+            LogUnexpected(path, ex);
+            (status, detail) = (GrpcStatusCode.Internal, $"internal error in {path}: {ex.GetType().Name}: {ex.Message}");
+        }
 
         if (status != GrpcStatusCode.OK)
         {
@@ -150,6 +156,9 @@ public sealed partial class GrpcServer(ILogger<GrpcServer> logger)
 
     [LoggerMessage(EventId = 500, Level = LogLevel.Warning, Message = "{Path} failed: {Status} {Detail}")]
     private partial void LogCallFailed(string path, GrpcStatusCode status, string detail);
+
+    [LoggerMessage(EventId = 502, Level = LogLevel.Error, Message = "unexpected failure in {Path}")]
+    private partial void LogUnexpected(string path, Exception ex);
 
     [LoggerMessage(EventId = 501, Level = LogLevel.Information, Message = "{Path}: client went away")]
     private partial void LogClientGone(string path);
