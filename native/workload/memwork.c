@@ -2,7 +2,7 @@
  * memwork - deterministic, self-checking workload for CRIU live-migration tests.
  *
  * Usage:
- *   memwork --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT] [--ready-fd FD]
+ *   memwork --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT] [--ready-fd FD] [--stdio-null]
  *
  * Memory (--mib N, 1..1048576; --seed S, unsigned 64-bit decimal, default 1):
  *   N MiB are mmap'ed (MAP_PRIVATE|MAP_ANONYMOUS, MADV_NOHUGEPAGE so dirty tracking and zero pages
@@ -389,7 +389,9 @@ static void usage_exit(const char *prog, const char *msg)
 	if (msg)
 		fprintf(stderr, "memwork: %s\n", msg);
 	fprintf(stderr,
-		"usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT] [--ready-fd FD]\n", prog);
+		"usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT] [--ready-fd FD] "
+		"[--stdio-null]\n",
+		prog);
 	exit(2);
 }
 
@@ -418,12 +420,13 @@ int main(int argc, char **argv)
 		{ "mix", no_argument, NULL, 'x' },
 		{ "write-rate", required_argument, NULL, 'w' },
 		{ "ready-fd", required_argument, NULL, 'r' },
+		{ "stdio-null", no_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = NULL;
 	uint64_t port = 0, rate = 0, rfd = 0;
-	int ready_fd = -1, c, one = 1, lfd;
+	int ready_fd = -1, stdio_null = 0, c, one = 1, lfd;
 	pthread_t th;
 
 	start_us = now_us(CLOCK_MONOTONIC);
@@ -453,6 +456,9 @@ int main(int argc, char **argv)
 			if (parse_u64(optarg, 100, &rate))
 				usage_exit(argv[0], "--write-rate must be 0..100");
 			break;
+		case 'n':
+			stdio_null = 1;
+			break;
 		case 'r':
 			if (parse_u64(optarg, 1 << 20, &rfd) || fcntl((int)rfd, F_GETFD) < 0)
 				usage_exit(argv[0], "--ready-fd must be an open file descriptor");
@@ -472,6 +478,18 @@ int main(int argc, char **argv)
 	if (!mib || !port || !path)
 		usage_exit(argv[0], "--mib, --port and --file are required");
 	write_rate = (unsigned)rate;
+
+	/*
+	 * --stdio-null: stdin/stdout/stderr on /dev/null, so that a checkpoint of this process holds no
+	 * pipe or terminal whose other end is outside the dumped tree (CRIU would refuse or need inherit-fd).
+	 */
+	if (stdio_null) {
+		int nfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (nfd < 0 || dup2(nfd, 0) < 0 || dup2(nfd, 1) < 0 || dup2(nfd, 2) < 0)
+			die("redirecting stdio to /dev/null: %s", strerror(errno));
+		if (nfd > 2)
+			close(nfd);
+	}
 
 	/* Memory */
 	buf_len = (size_t)mib << 20;
