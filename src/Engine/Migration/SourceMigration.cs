@@ -44,7 +44,7 @@ public sealed partial class SourceMigration(
         }
         finally
         {
-            Cleanup(images);
+            Cleanup(images, Path.Combine(work, "cpuinfo", "cpuinfo.img"));
         }
     }
 
@@ -277,7 +277,8 @@ public sealed partial class SourceMigration(
         _ => ex.Message,
     };
 
-    private void Cleanup(string images)
+    /// <summary>Removes the staged images (CRIU's logs beside them stay for diagnosis).</summary>
+    private void Cleanup(string images, string cpuinfoImage)
     {
         if (options.KeepImages)
         {
@@ -287,6 +288,7 @@ public sealed partial class SourceMigration(
         try
         {
             Directory.Delete(images, recursive: true);
+            File.Delete(cpuinfoImage);
         }
         catch (IOException ex)
         {
