@@ -70,6 +70,10 @@ root.SetAction(async (parse, ct) =>
             Faults = new HashSet<string>(parse.GetValue(faults) ?? []),
         };
         Directory.CreateDirectory(options.WorkRoot);
+        // The agent's certificate is public: standard TLS clients (grpcurl, grpcio) take it as their trust
+        // anchor, and authenticate themselves with the token-derived key (TokenCredentials.ExportPem).
+        var certPath = Path.Combine(options.WorkRoot, "agent-cert.pem");
+        await File.WriteAllTextAsync(certPath, credentials.Certificate.ExportCertificatePem(), ct);
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();

@@ -48,7 +48,7 @@ public class ImageFileTests
 
         Assert.True(ImageFile.TryReadEntry(ms, PagemapHead.Parser, What, out var first));
         Assert.True(ImageFile.TryReadEntry(ms, PagemapHead.Parser, What, out var second));
-        bool third = ImageFile.TryReadEntry(ms, PagemapHead.Parser, What, out _);
+        bool third = ImageFile.TryReadEntry(ms, PagemapHead.Parser, What, out PagemapHead _);
 
         Assert.Equal(3u, first.PagesId);
         Assert.Equal(300u, second.PagesId);
@@ -72,7 +72,7 @@ public class ImageFileTests
     {
         using var ms = new MemoryStream(new byte[] { 0x02, 0x00, 0x00, 0x00 }[..prefixBytes]);
 
-        var ex = Assert.Throws<InvalidDataException>(() => ImageFile.TryReadEntry(ms, PagemapHead.Parser, What, out _));
+        var ex = Assert.Throws<InvalidDataException>(() => ImageFile.TryReadEntry(ms, PagemapHead.Parser, What, out PagemapHead _));
 
         Assert.Contains(What, ex.Message, StringComparison.Ordinal);
         Assert.Contains($"truncated entry length ({prefixBytes} of 4 bytes)", ex.Message, StringComparison.Ordinal);
@@ -84,7 +84,7 @@ public class ImageFileTests
         // Length says 10 bytes, only 3 follow.
         using var ms = new MemoryStream([0x0a, 0x00, 0x00, 0x00, 0x08, 0x07, 0x10]);
 
-        var ex = Assert.Throws<InvalidDataException>(() => ImageFile.TryReadEntry(ms, PagemapEntry.Parser, What, out _));
+        var ex = Assert.Throws<InvalidDataException>(() => ImageFile.TryReadEntry(ms, PagemapEntry.Parser, What, out PagemapEntry _));
 
         Assert.Contains("truncated entry (3 of 10 bytes)", ex.Message, StringComparison.Ordinal);
     }
@@ -96,7 +96,7 @@ public class ImageFileTests
         BinaryPrimitives.WriteUInt32LittleEndian(len, ImageFile.MaxEntryBytes + 1);
         using var ms = new MemoryStream(len);
 
-        var ex = Assert.Throws<InvalidDataException>(() => ImageFile.TryReadEntry(ms, PagemapEntry.Parser, What, out _));
+        var ex = Assert.Throws<InvalidDataException>(() => ImageFile.TryReadEntry(ms, PagemapEntry.Parser, What, out PagemapEntry _));
 
         Assert.Contains($"entry of {ImageFile.MaxEntryBytes + 1} bytes exceeds", ex.Message, StringComparison.Ordinal);
         Assert.Equal(4, ms.Position);
@@ -107,7 +107,7 @@ public class ImageFileTests
     {
         using var ms = new MemoryStream([0xff, 0xff, 0xff, 0xff]);
 
-        var ex = Assert.Throws<InvalidDataException>(() => ImageFile.TryReadEntry(ms, PagemapEntry.Parser, What, out _));
+        var ex = Assert.Throws<InvalidDataException>(() => ImageFile.TryReadEntry(ms, PagemapEntry.Parser, What, out PagemapEntry _));
 
         Assert.Contains("exceeds", ex.Message, StringComparison.Ordinal);
     }
@@ -119,7 +119,7 @@ public class ImageFileTests
         BinaryPrimitives.WriteUInt32LittleEndian(len, ImageFile.MaxEntryBytes);
         using var ms = new MemoryStream(len);
 
-        var ex = Assert.Throws<InvalidDataException>(() => ImageFile.TryReadEntry(ms, PagemapEntry.Parser, What, out _));
+        var ex = Assert.Throws<InvalidDataException>(() => ImageFile.TryReadEntry(ms, PagemapEntry.Parser, What, out PagemapEntry _));
 
         // At the limit the entry is allowed; it fails only because its body is missing.
         Assert.Contains($"truncated entry (0 of {ImageFile.MaxEntryBytes} bytes)", ex.Message, StringComparison.Ordinal);
@@ -176,7 +176,7 @@ public class ImageFileTests
         Assert.True(ImageFile.TryReadEntry(ms, PagemapHead.Parser, What, out var head));
 
         Assert.Equal(9u, head.PagesId);
-        Assert.False(ImageFile.TryReadEntry(ms, PagemapHead.Parser, What, out _));
+        Assert.False(ImageFile.TryReadEntry(ms, PagemapHead.Parser, What, out PagemapHead _));
     }
 
     /// <summary>A length-prefixed entry built by hand (not through <see cref="ImageFile.WriteEntry"/>).</summary>
