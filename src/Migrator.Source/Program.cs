@@ -1,12 +1,12 @@
 using System.CommandLine;
 using System.Text.Json;
+using Microsoft.Extensions.Logging;
 using Migration.Engine.Criu;
 using Migration.Engine.Migration;
 using Migration.Engine.Security;
 using Migration.PageServer.Control;
 using Serilog;
 using Serilog.Events;
-using Microsoft.Extensions.Logging;
 using Serilog.Extensions.Logging;
 
 var to = new Option<string>("--to") { Description = "The target agent, HOST:PORT (migrate-agent --listen)", Required = true };

@@ -8,9 +8,9 @@ using Migration.Engine.Target;
 using Migration.PageServer.Control;
 using Migration.Target;
 using Migration.Target.Grpc;
-using Endpoint = Migration.PageServer.Control.Endpoint;
 using Serilog;
 using Serilog.Events;
+using Endpoint = Migration.PageServer.Control.Endpoint;
 
 var listen = new Option<string>("--listen") { Description = "Address and port to serve the control API on, e.g. 10.0.0.2:7070", Required = true };
 var tokenFile = new Option<string>("--token-file") { Description = "File holding the shared secret token (mode 600); the source uses the same one", Required = true };
@@ -83,6 +83,9 @@ root.SetAction(async (parse, ct) =>
             k.AddServerHeader = false;
             k.Limits.MaxRequestBodySize = GrpcProtocol.MaxMessageBytes + GrpcProtocol.FrameHeaderSize;
             k.Limits.Http2.MaxStreamsPerConnection = 64;
+            // Image chunks are megabytes: windows of a few chunks keep a link busy (defaults are 768 KiB / 1 MiB).
+            k.Limits.Http2.InitialStreamWindowSize = 16 << 20;
+            k.Limits.Http2.InitialConnectionWindowSize = 32 << 20;
             foreach (var address in addresses)
             {
                 k.Listen(address, endpoint.Port, l =>

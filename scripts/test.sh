@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The test suite: setup (idempotent), format check, then every test project with real CRIU, real
+# processes and real network namespaces. Run as root on Debian 12. Ends with "N passed, N failed".
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+
+bash scripts/setup.sh
+
+echo "[test] dotnet format --verify-no-changes" >&2
+dotnet format Migration.sln --verify-no-changes --severity warn >&2
+
+echo "[test] building" >&2
+dotnet build Migration.sln -c Release --nologo -v quiet >&2
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+dotnet test Migration.sln -c Release --no-build --nologo --logger "console;verbosity=normal" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+
+# One closing line over all test assemblies.
+awk '/^(Passed|Failed)!/ {
+       for (i = 1; i <= NF; i++) {
+         if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1); if ($i == "Skipped:") s += $(i+1)
+       }
+     }
+     END { gsub(",", "", p); printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+leftover=$(ip netns list | grep -E '^mg[st]-' || true)
+if [ -n "$leftover" ]; then
+  echo "[test] ERROR: tests left network namespaces behind: $leftover" >&2
+  rc=1
+fi
+exit "$rc"
