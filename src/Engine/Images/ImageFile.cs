@@ -42,7 +42,12 @@ public static class ImageFile
     public static void ReadHeader(Stream s, uint expectedTypeMagic, string what)
     {
         Span<byte> b = stackalloc byte[8];
-        s.ReadExactly(b);
+        int got = s.ReadAtLeast(b, 8, throwOnEndOfStream: false);
+        if (got < 8)
+        {
+            throw new InvalidDataException($"{what}: {got} bytes, too short for an image header");
+        }
+
         uint common = BinaryPrimitives.ReadUInt32LittleEndian(b);
         uint type = BinaryPrimitives.ReadUInt32LittleEndian(b[4..]);
         if (common != CommonMagic && common != ServiceMagic)
@@ -89,7 +94,15 @@ public static class ImageFile
             throw new InvalidDataException($"{what}: truncated entry ({got} of {size} bytes)");
         }
 
-        entry = parser.ParseFrom(body);
+        try
+        {
+            entry = parser.ParseFrom(body);
+        }
+        catch (InvalidProtocolBufferException ex)
+        {
+            throw new InvalidDataException($"{what}: malformed entry: {ex.Message}", ex);
+        }
+
         return true;
     }
 }

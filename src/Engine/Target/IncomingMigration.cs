@@ -76,7 +76,26 @@ public sealed partial class IncomingMigration : IDisposable
         lock (_lock)
         {
             RequireState(IncomingState.Receiving);
-            if (!_files.TryGetValue(name, out var file))
+            _files.TryGetValue(name, out var file);
+            if (file is { Complete: true })
+            {
+                throw new TargetRequestException(TargetError.FailedPrecondition, $"image {name} is already complete");
+            }
+
+            // Every check before anything touches the disk: a refused chunk leaves no trace.
+            ulong expected = file?.Length ?? 0;
+            if (offset != expected)
+            {
+                throw new TargetRequestException(TargetError.InvalidArgument, $"image {name}: chunk at offset {offset}, expected {expected}");
+            }
+
+            if (BytesReceived + (ulong)data.Length > _maxBytes)
+            {
+                throw new TargetRequestException(TargetError.ResourceExhausted,
+                    $"images exceed the {_maxBytes} bytes this agent can hold for one migration (free space less reserve)");
+            }
+
+            if (file is null)
             {
                 if (_files.Count >= _options.MaxImageFiles)
                 {
@@ -85,22 +104,6 @@ public sealed partial class IncomingMigration : IDisposable
 
                 file = new ReceivingFile(Path.Combine(ImagesDir, name));
                 _files.Add(name, file);
-            }
-
-            if (file.Complete)
-            {
-                throw new TargetRequestException(TargetError.FailedPrecondition, $"image {name} is already complete");
-            }
-
-            if (offset != file.Length)
-            {
-                throw new TargetRequestException(TargetError.InvalidArgument, $"image {name}: chunk at offset {offset}, expected {file.Length}");
-            }
-
-            if (BytesReceived + (ulong)data.Length > _maxBytes)
-            {
-                throw new TargetRequestException(TargetError.ResourceExhausted,
-                    $"images exceed the {_maxBytes} bytes this agent can hold for one migration (free space less reserve)");
             }
 
             file.Write(data);
@@ -121,6 +124,12 @@ public sealed partial class IncomingMigration : IDisposable
         lock (_lock)
         {
             RequireState(IncomingState.Receiving);
+            var distinct = new HashSet<string>(manifest.Select(m => m.Name), StringComparer.Ordinal);
+            if (distinct.Count != manifest.Count)
+            {
+                throw new TargetRequestException(TargetError.InvalidArgument, "manifest lists a file more than once");
+            }
+
             if (manifest.Count != _files.Count)
             {
                 throw new TargetRequestException(TargetError.FailedPrecondition, $"manifest lists {manifest.Count} files, {_files.Count} were received");

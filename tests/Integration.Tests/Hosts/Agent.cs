@@ -7,18 +7,21 @@ public sealed class Agent : IAsyncDisposable
 
     private readonly BackgroundProcess _process;
 
-    private Agent(BackgroundProcess process, string workDir, string address)
+    private Agent(BackgroundProcess process, string workDir, string address, int port = Port)
     {
         _process = process;
         WorkDir = workDir;
         Address = address;
+        ListenPort = port;
     }
+
+    public int ListenPort { get; }
 
     public string WorkDir { get; }
 
     public string Address { get; }
 
-    public string Endpoint => $"{Address}:{Port}";
+    public string Endpoint => $"{Address}:{ListenPort}";
 
     public string Output => _process.Output;
 
@@ -35,6 +38,28 @@ public sealed class Agent : IAsyncDisposable
         args.AddRange(extraArgs);
         var process = new BackgroundProcess("nsenter", args);
         var agent = new Agent(process, work, hosts.TargetAddress);
+        try
+        {
+            await process.WaitForOutputAsync("listening on", TimeSpan.FromSeconds(30), "migrate-agent start");
+        }
+        catch
+        {
+            await agent.DisposeAsync();
+            throw;
+        }
+
+        return agent;
+    }
+
+    /// <summary>An agent on 127.0.0.1 of this (the root) namespace, for tests that call its API from the test process.</summary>
+    public static async Task<Agent> StartOnLoopbackAsync(string root, string tokenFile, int port)
+    {
+        var work = Path.Combine(root, "agent-work");
+        var process = new BackgroundProcess(Binaries.Agent,
+        [
+            "--listen", $"127.0.0.1:{port}", "--token-file", tokenFile, "--work-dir", work, "--log-dir", Path.Combine(root, "agent-logs"),
+        ]);
+        var agent = new Agent(process, work, "127.0.0.1", port);
         try
         {
             await process.WaitForOutputAsync("listening on", TimeSpan.FromSeconds(30), "migrate-agent start");

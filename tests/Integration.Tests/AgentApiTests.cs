@@ -1,0 +1,169 @@
+using Google.Protobuf;
+using Migration.Control.V1;
+using Migration.Engine.Security;
+using Migration.Integration.Tests.Hosts;
+using Migration.PageServer.Control;
+using Migration.Tests.Common;
+using Xunit;
+
+namespace Migration.Integration.Tests;
+
+/// <summary>
+/// A real agent fed malformed and hostile input through its real API: each request is refused with a clear
+/// status, nothing is written outside the migration's directory, and the agent keeps serving.
+/// </summary>
+public sealed class AgentApiTests : IAsyncLifetime
+{
+    private static readonly TimeSpan s_timeout = TimeSpan.FromSeconds(30);
+    private readonly string _root = Directory.CreateTempSubdirectory("migrate-api-").FullName;
+    private Agent? _agent;
+    private TokenCredentials? _credentials;
+    private ControlChannel? _channel;
+
+    public async Task InitializeAsync()
+    {
+        if (Prerequisites.Missing() is not null && Environment.GetEnvironmentVariable("CI") != "true")
+        {
+            return;
+        }
+
+        var token = Path.Combine(_root, "token");
+        await File.WriteAllTextAsync(token, Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)));
+        File.SetUnixFileMode(token, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        _agent = await Agent.StartOnLoopbackAsync(_root, token, Random.Shared.Next(20000, 60000));
+        _credentials = TokenCredentials.FromFile(token);
+        _channel = new ControlChannel(PageServer.Control.Endpoint.Parse(_agent.Endpoint), _credentials, TimeSpan.FromSeconds(10));
+    }
+
+    public async Task DisposeAsync()
+    {
+        _channel?.Dispose();
+        _credentials?.Dispose();
+        if (_agent is not null)
+        {
+            await _agent.DisposeAsync();
+        }
+
+        Directory.Delete(_root, recursive: true);
+    }
+
+    [RequiresRootFact]
+    public async Task ImageNamesThatLeaveTheDirectoryAreRefused()
+    {
+        var id = await BeginAsync();
+        foreach (var name in new[] { "../escape.img", "/etc/passwd", "a/b.img", "..", ".hidden", "" })
+        {
+            var ex = await Assert.ThrowsAsync<GrpcCallException>(() => PutAsync(id, name, 0, [1, 2, 3], last: true));
+            Assert.Equal(GrpcStatusCode.InvalidArgument, ex.Status);
+        }
+
+        Assert.False(File.Exists(Path.Combine(_agent!.WorkDir, "escape.img")));
+        Assert.False(File.Exists(Path.Combine(_agent.WorkDir, id, "escape.img")));
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(_agent.WorkDir, id, "images")));
+    }
+
+    [RequiresRootFact]
+    public async Task OutOfOrderOffsetsAndRewritesAreRefused()
+    {
+        var id = await BeginAsync();
+        await PutAsync(id, "core-1.img", 0, new byte[100], last: false);
+        var gap = await Assert.ThrowsAsync<GrpcCallException>(() => PutAsync(id, "core-1.img", 4096, new byte[10], last: false));
+        Assert.Equal(GrpcStatusCode.InvalidArgument, gap.Status);
+        Assert.Contains("expected 100", gap.Detail, StringComparison.Ordinal);
+        await PutAsync(id, "core-1.img", 100, new byte[10], last: true);
+        var again = await Assert.ThrowsAsync<GrpcCallException>(() => PutAsync(id, "core-1.img", 110, new byte[10], last: true));
+        Assert.Equal(GrpcStatusCode.FailedPrecondition, again.Status);
+    }
+
+    [RequiresRootFact]
+    public async Task RestoreChecksTheManifestBeforeCriuSeesAnything()
+    {
+        var id = await BeginAsync();
+        byte[] data = [1, 2, 3, 4];
+        await PutAsync(id, "core-1.img", 0, data, last: true);
+
+        var missing = Manifest(("core-1.img", data), ("pstree.img", [9]));
+        var ex = await Assert.ThrowsAsync<GrpcCallException>(() => RestoreAsync(id, missing));
+        Assert.Equal(GrpcStatusCode.FailedPrecondition, ex.Status);
+
+        var wrongHash = Manifest(("core-1.img", [1, 2, 3, 5]));
+        ex = await Assert.ThrowsAsync<GrpcCallException>(() => RestoreAsync(id, wrongHash));
+        Assert.Equal(GrpcStatusCode.DataLoss, ex.Status);
+
+        var info = await _channel!.CallAsync(AgentMethods.GetMigration, new GetMigrationRequest { MigrationId = id }, MigrationInfo.Parser, s_timeout, default);
+        Assert.Equal("receiving", info.State);
+        Assert.Equal(4UL, info.BytesReceived);
+    }
+
+    [RequiresRootFact]
+    public async Task UnknownMigrationsAndMalformedMessagesAreRefusedAndTheAgentKeepsServing()
+    {
+        var notFound = await Assert.ThrowsAsync<GrpcCallException>(() => PutAsync("no-such-id", "core-1.img", 0, [1], last: true));
+        Assert.Equal(GrpcStatusCode.NotFound, notFound.Status);
+
+        // A body that is not a protobuf ImageChunk: field 1 declared as a 2 GiB string.
+        var garbage = await Assert.ThrowsAsync<GrpcCallException>(() =>
+            _channel!.CallAsync(AgentMethods.PutImage, new RawMessage([0x0a, 0xff, 0xff, 0xff, 0xff, 0x07]), PutImageReply.Parser, s_timeout, default));
+        Assert.Equal(GrpcStatusCode.InvalidArgument, garbage.Status);
+
+        var unknown = await Assert.ThrowsAsync<GrpcCallException>(() =>
+            _channel!.CallAsync("/migrate.v1.Agent/Nope", new GetMigrationRequest(), MigrationInfo.Parser, s_timeout, default));
+        Assert.Equal(GrpcStatusCode.Unimplemented, unknown.Status);
+
+        // Still serving.
+        Assert.NotEmpty(await BeginAsync());
+        Assert.False(_agent!.HasExited);
+    }
+
+    private async Task<string> BeginAsync()
+    {
+        var reply = await _channel!.CallAsync(AgentMethods.Begin, new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 1 << 20, Mode = "cold" },
+            BeginReply.Parser, s_timeout, default);
+        return reply.MigrationId;
+    }
+
+    private Task<PutImageReply> PutAsync(string id, string name, ulong offset, byte[] data, bool last) =>
+        _channel!.CallAsync(AgentMethods.PutImage,
+            new ImageChunk { MigrationId = id, Name = name, Offset = offset, Data = ByteString.CopyFrom(data), Last = last },
+            PutImageReply.Parser, s_timeout, default);
+
+    private Task<RestoreReply> RestoreAsync(string id, IEnumerable<Control.V1.ImageFileInfo> manifest)
+    {
+        var req = new RestoreRequest { MigrationId = id };
+        req.Manifest.AddRange(manifest);
+        return _channel!.CallAsync(AgentMethods.Restore, req, RestoreReply.Parser, s_timeout, default);
+    }
+
+    private static IEnumerable<Control.V1.ImageFileInfo> Manifest(params (string Name, byte[] Data)[] files) =>
+        files.Select(f => new Control.V1.ImageFileInfo
+        {
+            Name = f.Name,
+            Size = (ulong)f.Data.Length,
+            Sha256 = ByteString.CopyFrom(System.Security.Cryptography.SHA256.HashData(f.Data)),
+        });
+
+    /// <summary>Bytes sent as they are, to feed the agent what no well-behaved client would.</summary>
+    private sealed class RawMessage(byte[] bytes) : IMessage<RawMessage>
+    {
+        public Google.Protobuf.Reflection.MessageDescriptor Descriptor => throw new NotSupportedException();
+
+        public int CalculateSize() => bytes.Length;
+
+        public RawMessage Clone() => new(bytes);
+
+        public bool Equals(RawMessage? other) => other is not null && bytes.AsSpan().SequenceEqual(other.ToByteArray());
+
+        public void MergeFrom(RawMessage message) => throw new NotSupportedException();
+
+        public void MergeFrom(CodedInputStream input) => throw new NotSupportedException();
+
+        public void WriteTo(CodedOutputStream output)
+        {
+            // WriteRawTag is the public raw-byte writer (1 to 5 bytes a call) generated code uses.
+            foreach (var b in bytes)
+            {
+                output.WriteRawTag(b);
+            }
+        }
+    }
+}
