@@ -52,6 +52,26 @@ public sealed class ColdMigrationTests(ITestOutputHelper output)
         output.WriteLine($"workload heartbeat gap {gapMs:0} ms, reported frozen {json.GetProperty("frozenMs").GetDouble():0} ms");
         Assert.True(gapMs <= json.GetProperty("frozenMs").GetDouble() + 250, $"heartbeat gap {gapMs} ms exceeds reported frozen time");
 
+        // The token never appears in a log, in migrate's output, or in any process's arguments.
+        var secret = File.ReadAllText(token).Trim();
+        Assert.DoesNotContain(secret, result.Stdout + result.Stderr + agent.Output, StringComparison.Ordinal);
+        foreach (var log in Directory.EnumerateFiles(hosts.Root, "*.log", SearchOption.AllDirectories))
+        {
+            Assert.DoesNotContain(secret, File.ReadAllText(log), StringComparison.Ordinal);
+        }
+
+        foreach (var cmdline in Directory.EnumerateDirectories("/proc").Select(d => Path.Combine(d, "cmdline")))
+        {
+            try
+            {
+                Assert.DoesNotContain(secret, File.ReadAllText(cmdline).Replace('\0', ' '), StringComparison.Ordinal);
+            }
+            catch (IOException)
+            {
+                // The process exited while we looked.
+            }
+        }
+
         // The source side left no staged images behind; the target removed its images after the commit.
         Assert.Empty(Directory.EnumerateFiles(Path.Combine(hosts.Root, "source-work"), "*.img", SearchOption.AllDirectories));
         Assert.Empty(Directory.EnumerateFiles(agent.WorkDir, "pages-*.img", SearchOption.AllDirectories));

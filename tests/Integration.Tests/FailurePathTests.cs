@@ -36,6 +36,29 @@ public sealed class FailurePathTests(ITestOutputHelper output)
     }
 
     [RequiresRootFact]
+    public async Task FailedPreflightSaysWhyAndChangesNothing()
+    {
+        await using var hosts = await TestHosts.CreateAsync();
+        var token = hosts.NewToken();
+        // The agent may not use the disk it has: a reserve larger than any disk.
+        await using var agent = await Agent.StartAsync(hosts, token, "--reserve-mib", "1000000000");
+        await using var workload = await Workload.StartAsync(hosts, mib: 16);
+        int pid = workload.SinglePid();
+        await NetNs.QueryAsync(hosts.Source, workload.Port, "RESETGAP", TimeSpan.FromSeconds(5));
+
+        var (result, json) = await MigrateCommand.RunAsync(hosts, agent.Endpoint, token, pid);
+        output.WriteLine(result.ToString());
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Equal("preflight", json.GetProperty("phase").GetString());
+        Assert.Equal("untouched", json.GetProperty("workload").GetString());
+        Assert.Contains("disk:", json.GetProperty("error").GetString(), StringComparison.Ordinal);
+        await AssertStillRunsOnSourceAsync(hosts, workload, pid, maxGapMs: 100);
+        // Nothing left on the agent: no migration directory, no preflight scratch.
+        Assert.Equal(new[] { "agent-cert.pem" }, Directory.EnumerateFileSystemEntries(agent.WorkDir).Select(p => Path.GetFileName(p)).ToArray());
+    }
+
+    [RequiresRootFact]
     public async Task UnknownPidFailsClearly()
     {
         await using var hosts = await TestHosts.CreateAsync();
