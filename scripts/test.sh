@@ -21,13 +21,11 @@ dotnet test Migration.sln -c Release --no-build --nologo --logger "console;verbo
 rc=${PIPESTATUS[0]}
 set -e
 
-# One closing line over all test assemblies.
-awk '/^(Passed|Failed)!/ {
-       for (i = 1; i <= NF; i++) {
-         if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1); if ($i == "Skipped:") s += $(i+1)
-       }
-     }
-     END { gsub(",", "", p); printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+# One closing line over all test assemblies (vstest's per-assembly summary: "Passed: N", "Failed: N", "Skipped: N").
+awk '/^[[:space:]]*Passed:[[:space:]]*[0-9]+[[:space:]]*$/  { p += $2 }
+     /^[[:space:]]*Failed:[[:space:]]*[0-9]+[[:space:]]*$/  { f += $2 }
+     /^[[:space:]]*Skipped:[[:space:]]*[0-9]+[[:space:]]*$/ { s += $2 }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 leftover=$(ip netns list | grep -E '^mg[st]-' || true)
 if [ -n "$leftover" ]; then
   echo "[test] ERROR: tests left network namespaces behind: $leftover" >&2

@@ -94,6 +94,11 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
             opts.NetworkLock = spec.NetworkLock;
         }
 
+        if (spec.PageServerAddress is not null)
+        {
+            opts.Ps = new CriuPageServerInfo { Address = spec.PageServerAddress, Port = spec.PageServerPort };
+        }
+
         var req = new CriuReq { Type = CriuReqType.Dump, Opts = opts };
         LogDumpStarting(spec.Pid, spec.ImagesDir);
         await CallAsync("dump", req, Path.Combine(spec.WorkDir, spec.LogFile),

@@ -23,6 +23,11 @@ public sealed record DumpSpec
 
     /// <summary>Network lock method when TCP connections are dumped ("nftables" here: CRIU links libnftables).</summary>
     public Rpc.CriuNetworkLockMethod NetworkLock { get; init; } = Rpc.CriuNetworkLockMethod.Nftables;
+
+    /// <summary>Send pages to this page server instead of writing pages images (CRIU's --page-server --address).</summary>
+    public string? PageServerAddress { get; init; }
+
+    public int PageServerPort { get; init; }
 }
 
 /// <summary>What to restore and how.</summary>
