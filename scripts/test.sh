@@ -8,6 +8,9 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 
 bash scripts/setup.sh
 
+echo "[test] native: format check and C tests (make check)" >&2
+make -s -C native format-check check >&2
+
 echo "[test] dotnet format --verify-no-changes" >&2
 dotnet format Migration.sln --verify-no-changes --severity warn >&2
 

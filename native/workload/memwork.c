@@ -11,7 +11,8 @@
  *     splitmix64(x): z = x + 0x9e3779b97f4a7c15; z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
  *                    z = (z ^ (z >> 27)) * 0x94d049bb133111eb; return z ^ (z >> 31);
  *   default: every 64-bit word w (native byte order) holds splitmix64(S ^ w).
- *   --mix:   p % 3 == 0  zero page, never touched (stays unpopulated)
+ *   --mix:   p % 3 == 0  zero page, never touched (stays unpopulated; with --zero-present written with
+ *                       zeros, so it is resident like the calloc'd or freed memory of a real heap)
  *            p % 3 == 1  text page: "memwork page <p> seed <S>: the quick brown fox jumps over the lazy dog. "
  *                        repeated and cut at 4096 bytes
  *            p % 3 == 2  random page: words as in the default layout
@@ -158,11 +159,15 @@ static void expected_page(size_t p, uint8_t *out)
 	}
 }
 
+static int zero_present; /* --zero-present */
+
 static void fill_buffer(void)
 {
 	for (size_t p = 0; p < npages; p++)
-		if (page_kind(p) != K_ZERO) /* zero pages are never touched */
+		if (page_kind(p) != K_ZERO) /* zero pages are never touched... */
 			expected_page(p, buf + p * PAGE);
+		else if (zero_present) /* ...unless --zero-present: resident zero pages, as a real heap has */
+			memset(buf + p * PAGE, 0, PAGE);
 }
 
 /* Returns 1 if the whole buffer matches the pattern, else 0 with *bad = first differing offset. */
@@ -421,6 +426,7 @@ int main(int argc, char **argv)
 		{ "write-rate", required_argument, NULL, 'w' },
 		{ "ready-fd", required_argument, NULL, 'r' },
 		{ "stdio-null", no_argument, NULL, 'n' },
+		{ "zero-present", no_argument, NULL, 'z' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -458,6 +464,9 @@ int main(int argc, char **argv)
 			break;
 		case 'n':
 			stdio_null = 1;
+			break;
+		case 'z':
+			zero_present = 1;
 			break;
 		case 'r':
 			if (parse_u64(optarg, 1 << 20, &rfd) || fcntl((int)rfd, F_GETFD) < 0)

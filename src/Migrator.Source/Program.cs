@@ -5,6 +5,7 @@ using Migration.Engine.Criu;
 using Migration.Engine.Migration;
 using Migration.Engine.Security;
 using Migration.PageServer.Control;
+using Migration.PageServer.Transport;
 using Serilog;
 using Serilog.Events;
 using Serilog.Extensions.Logging;
@@ -20,6 +21,7 @@ var keepImages = new Option<bool>("--keep-images") { Description = "Keep the sta
 var tcpEstablished = new Option<bool>("--tcp-established") { Description = "Migrate established TCP connections (CRIU repair mode, nftables network lock)" };
 var shellJob = new Option<bool>("--shell-job") { Description = "The tree is a job of a shell (its session/group lead is outside the tree)" };
 var timeout = new Option<int>("--timeout") { Description = "Seconds the target gets to receive and restore while the workload is frozen; past it the source resumes", DefaultValueFactory = _ => 600 };
+var dryRun = new Option<bool>("--dry-run") { Description = "Move the memory and images to the target and discard them there; the tree keeps running here. Measures what a migration would move and how fast" };
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging on stderr" };
 var pidArg = new Argument<int>("PID") { Description = "Root of the process tree to migrate" };
 
@@ -34,7 +36,7 @@ var root = new RootCommand("""
     2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy.
     """)
 {
-    to, tokenFile, mode, json, workDir, logDir, keepImages, tcpEstablished, shellJob, timeout, verbose, pidArg,
+    to, tokenFile, mode, json, workDir, logDir, keepImages, tcpEstablished, shellJob, timeout, dryRun, verbose, pidArg,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -89,13 +91,16 @@ root.SetAction(async (parse, ct) =>
             ShellJob = parse.GetValue(shellJob),
             Mode = parse.GetValue(mode)!,
             CutoverTimeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(timeout))),
+            DryRun = parse.GetValue(dryRun),
         };
         using (credentials)
         using (var channel = new ControlChannel(endpoint, credentials, TimeSpan.FromSeconds(10)))
         {
             var target = new AgentClient(channel, options.CallTimeout);
             var criu = new CriuClient(new CriuOptions(), loggers.CreateLogger<CriuClient>());
-            var migration = new SourceMigration(criu, target, options, loggers.CreateLogger<SourceMigration>(), TimeProvider.System);
+            // Pages go from CRIU to the agent's page store on the page stream (its port comes with Begin).
+            var migration = new SourceMigration(criu, target, options, loggers.CreateLogger<SourceMigration>(), TimeProvider.System,
+                (begun, c) => SourcePageTransport.StartAsync(endpoint with { Port = begun.PagePort }, credentials, begun.Id, loggers, c));
             var progress = new SyncProgress(p => Console.Error.WriteLine($"[{p.Phase.ToString().ToLowerInvariant()}] {p.Message}"));
             Log.Information("migrating pid {Pid} to {Target} ({Mode}), log {LogPath}", pid, endpoint.ToString(), options.Mode, logPath);
             MigrationResult r;
@@ -110,15 +115,22 @@ root.SetAction(async (parse, ct) =>
                 return Fail(asJson, code, ex.Phase.ToString().ToLowerInvariant(), ex.Outcome, $"{ex.Message} (log: {logPath})");
             }
 
-            Console.Out.WriteLine($"migrated pid {r.SourcePid} -> {endpoint} pid {r.TargetPid} ({r.Mode})");
-            Console.Out.WriteLine($"  moved    {r.ImageFiles} image files, {r.BytesSent / 1048576.0:0.0} MiB");
+            Console.Out.WriteLine(r.DryRun
+                ? $"dry run of pid {r.SourcePid} -> {endpoint}: moved and discarded; the workload kept running here"
+                : $"migrated pid {r.SourcePid} -> {endpoint} pid {r.TargetPid} ({r.Mode})");
+            Console.Out.WriteLine($"  moved    {r.BytesSent / 1048576.0:0.0} MiB on the wire ({r.ImageFiles} metadata images)");
+            if (r.Pages is { } p)
+            {
+                Console.Out.WriteLine($"  pages    {p.Pages} ({p.Pages * 4096 / 1048576.0:0.0} MiB, {p.ZeroPages} zero), {p.WireBytes / 1048576.0:0.0} MiB on the wire, ratio {p.CompressionRatio:0.00}, {p.BytesPerSecond / 1048576.0:0} MiB/s");
+            }
+
             Console.Out.WriteLine($"  frozen   {r.Frozen.TotalMilliseconds:0} ms (dump {r.Dump.TotalMilliseconds:0}, transfer {r.Transfer.TotalMilliseconds:0}, restore {r.Restore.TotalMilliseconds:0})");
             Console.Out.WriteLine($"  total    {r.Total.TotalMilliseconds:0} ms");
             if (asJson)
             {
-                Console.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                var doc = new Dictionary<string, object>
                 {
-                    ["status"] = "migrated",
+                    ["status"] = r.DryRun ? "dry-run" : "migrated",
                     ["migrationId"] = r.MigrationId,
                     ["sourcePid"] = r.SourcePid,
                     ["targetPid"] = r.TargetPid,
@@ -130,7 +142,18 @@ root.SetAction(async (parse, ct) =>
                     ["restoreMs"] = Math.Round(r.Restore.TotalMilliseconds, 1),
                     ["bytesSent"] = r.BytesSent,
                     ["imageFiles"] = r.ImageFiles,
-                }));
+                };
+                if (r.Pages is { } ps)
+                {
+                    doc["pages"] = ps.Pages;
+                    doc["zeroPages"] = ps.ZeroPages;
+                    doc["pageBytes"] = ps.Pages * 4096;
+                    doc["pageWireBytes"] = ps.WireBytes;
+                    doc["compressionRatio"] = Math.Round(ps.CompressionRatio, 3);
+                    doc["pageMs"] = Math.Round(ps.Elapsed.TotalMilliseconds, 1);
+                }
+
+                Console.Out.WriteLine(JsonSerializer.Serialize(doc));
             }
 
             return 0;

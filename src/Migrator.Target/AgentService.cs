@@ -8,7 +8,7 @@ using Migration.Target.Grpc;
 namespace Migration.Target;
 
 /// <summary>The Agent service (proto/migrate/v1/agent.proto) over <see cref="TargetAgent"/>.</summary>
-public sealed partial class AgentService(TargetAgent agent, ILogger<AgentService> logger)
+public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pageStreams, ILogger<AgentService> logger)
 {
     public void MapTo(GrpcServer server)
     {
@@ -52,7 +52,13 @@ public sealed partial class AgentService(TargetAgent agent, ILogger<AgentService
 
         var m = agent.Begin(Clip(req.SourceHost), req.SourcePid, req.BytesExpected);
         LogBegin(m.Id, ctx.Peer);
-        return Task.FromResult(new BeginReply { MigrationId = m.Id, MaxImageBytes = m.MaxBytes, MaxImageFiles = (uint)agent.Options.MaxImageFiles });
+        return Task.FromResult(new BeginReply
+        {
+            MigrationId = m.Id,
+            MaxImageBytes = m.MaxBytes,
+            MaxImageFiles = (uint)agent.Options.MaxImageFiles,
+            PagePort = agent.AcceptsPageStreams ? (uint)pageStreams.Port : 0,
+        });
     }
 
     private Task<PutImageReply> PutImage(ImageChunk req, CallContext ctx)
@@ -73,7 +79,7 @@ public sealed partial class AgentService(TargetAgent agent, ILogger<AgentService
     {
         var manifest = req.Manifest.Select(f => new Engine.Migration.ImageFileInfo(f.Name, f.Size, f.Sha256.ToByteArray())).ToArray();
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        int pid = await agent.RestoreAsync(req.MigrationId, manifest, ctx.Cancellation).ConfigureAwait(false);
+        int pid = await agent.RestoreAsync(req.MigrationId, manifest, req.PagesStreamed, ctx.Cancellation).ConfigureAwait(false);
         return new RestoreReply { Pid = pid, RestoreMs = (uint)sw.ElapsedMilliseconds };
     }
 

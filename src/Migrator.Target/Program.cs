@@ -6,6 +6,7 @@ using Migration.Engine.Criu;
 using Migration.Engine.Security;
 using Migration.Engine.Target;
 using Migration.PageServer.Control;
+using Migration.PageServer.Store;
 using Migration.Target;
 using Migration.Target.Grpc;
 using Serilog;
@@ -16,13 +17,14 @@ var listen = new Option<string>("--listen") { Description = "Address and port to
 var tokenFile = new Option<string>("--token-file") { Description = "File holding the shared secret token (mode 600); the source uses the same one", Required = true };
 var workDir = new Option<string>("--work-dir") { Description = "Per-migration work directories are created here", DefaultValueFactory = _ => "/var/lib/migrate/agent" };
 var logDir = new Option<string>("--log-dir") { Description = "Agent log file directory (CRIU logs stay in each migration's work directory)", DefaultValueFactory = _ => "/var/log/migrate" };
+var pagePort = new Option<int>("--page-port") { Description = "Port for page streams on the --listen address (0: the --listen port + 1)", DefaultValueFactory = _ => 0 };
 var reserveMib = new Option<int>("--reserve-mib") { Description = "Free disk space (MiB) never used for images", DefaultValueFactory = _ => 256 };
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging" };
 var faults = new Option<string[]>("--inject-fault") { Description = $"Test only: fault points to hit ({string.Join(", ", Faults.All)})", Hidden = true, AllowMultipleArgumentsPerToken = false };
 
 var root = new RootCommand("migrate-agent: the target side of live process migration. Receives images from `migrate`, restores them with CRIU, and resumes the restored tree only when the source confirms its copy is gone.")
 {
-    listen, tokenFile, workDir, logDir, reserveMib, verbose, faults,
+    listen, tokenFile, pagePort, workDir, logDir, reserveMib, verbose, faults,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -106,7 +108,19 @@ root.SetAction(async (parse, ct) =>
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(new CriuOptions());
         builder.Services.AddSingleton<CriuClient>();
-        builder.Services.AddSingleton<TargetAgent>();
+        int pages = parse.GetValue(pagePort) is > 0 and <= 65535 and var pp ? pp : endpoint.Port + 1;
+        if (pages > 65535)
+        {
+            Log.Error("--page-port: the --listen port + 1 is not a port; give --page-port");
+            return 2;
+        }
+
+        builder.Services.AddSingleton(new PageStreamOptions(addresses, pages));
+        builder.Services.AddSingleton(sp => new TargetAgent(
+            sp.GetRequiredService<CriuClient>(), options, sp.GetRequiredService<ILoggerFactory>(),
+            (dir, maxBytes) => new PageStoreAttachment(new PageStore(dir, new PageStoreOptions { MaxBytes = (long)Math.Min(maxBytes, long.MaxValue) },
+                sp.GetRequiredService<ILogger<PageStore>>()))));
+        builder.Services.AddHostedService<PageStreamListener>();
         builder.Services.AddSingleton<AgentService>();
         builder.Services.AddSingleton<GrpcServer>();
 

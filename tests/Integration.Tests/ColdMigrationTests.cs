@@ -27,8 +27,14 @@ public sealed class ColdMigrationTests(ITestOutputHelper output)
         Assert.Equal("migrated", json.GetProperty("status").GetString());
         Assert.True(json.GetProperty("frozenMs").GetDouble() > 0);
         Assert.True(json.GetProperty("totalMs").GetDouble() >= json.GetProperty("frozenMs").GetDouble());
-        // 128 MiB with a third zero pages: about 85 MiB of pages must have crossed, not a token amount.
-        Assert.True(json.GetProperty("bytesSent").GetUInt64() > 80UL << 20, $"bytesSent {json.GetProperty("bytesSent")}");
+        // 128 MiB with a third untouched: about 85 MiB of pages crossed on the page stream, compressed
+        // (a third of the buffer is text-like), and no page image was staged on the source.
+        ulong pageBytes = json.GetProperty("pageBytes").GetUInt64();
+        ulong pageWire = json.GetProperty("pageWireBytes").GetUInt64();
+        Assert.True(pageBytes > 80UL << 20, $"pageBytes {pageBytes}");
+        Assert.True(pageWire < pageBytes * 3 / 4, $"page stream not compressed: {pageWire} of {pageBytes}");
+        Assert.True(json.GetProperty("bytesSent").GetUInt64() >= pageWire);
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(hosts.Root, "source-work"), "pages-*", SearchOption.AllDirectories));
 
         // Exactly one copy, and it lives on the target.
         int targetPid = workload.SinglePid();

@@ -43,7 +43,7 @@ public sealed record PagemapImage(uint PagesId, IReadOnlyList<PagemapRun> Runs)
                 throw new InvalidDataException($"{what}: more than {MaxEntries} entries");
             }
 
-            ulong nr = e.HasNrPages ? e.NrPages : e.CompatNrPages;
+            ulong nr = e.HasNrPages && e.NrPages != 0 ? e.NrPages : e.CompatNrPages;
             var flags = e.HasFlags ? (PagemapFlags)e.Flags : (e.InParent ? PagemapFlags.Parent : PagemapFlags.Present);
             Validate(e.Vaddr, nr, previousEnd, what);
             previousEnd = e.Vaddr + nr * PageSize;
@@ -59,7 +59,8 @@ public sealed record PagemapImage(uint PagesId, IReadOnlyList<PagemapRun> Runs)
         ImageFile.WriteEntry(s, new PagemapHead { PagesId = PagesId });
         foreach (var r in Runs)
         {
-            ImageFile.WriteEntry(s, new PagemapEntry { Vaddr = r.Vaddr, NrPages = r.NrPages, Flags = (uint)r.Flags });
+            // compat_nr_pages is a required field for CRIU's decoder: 0, as CRIU writes it; nr_pages holds the count.
+            ImageFile.WriteEntry(s, new PagemapEntry { Vaddr = r.Vaddr, CompatNrPages = 0, NrPages = r.NrPages, Flags = (uint)r.Flags });
         }
     }
 

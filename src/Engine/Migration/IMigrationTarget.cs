@@ -12,6 +12,9 @@ public sealed record TargetPreflight(bool Ok, string AgentVersion, string Hostna
 /// <summary>An image file as the target must hold it.</summary>
 public sealed record ImageFileInfo(string Name, ulong Size, byte[] Sha256);
 
+/// <summary>A migration begun on the target: its id, and the port its page stream connects to (0: none).</summary>
+public sealed record TargetMigration(string Id, int PagePort);
+
 /// <summary>
 /// The target side of a migration as the source engine sees it. The implementation carries these calls to
 /// the target agent (the control API); every call may throw, and every call is bounded by the token.
@@ -20,14 +23,17 @@ public interface IMigrationTarget
 {
     Task<TargetPreflight> PreflightAsync(SourcePreflight request, CancellationToken ct);
 
-    /// <summary>Creates the migration on the target; returns its id.</summary>
-    Task<string> BeginAsync(int sourcePid, ulong bytesExpected, string mode, CancellationToken ct);
+    /// <summary>Creates the migration on the target.</summary>
+    Task<TargetMigration> BeginAsync(int sourcePid, ulong bytesExpected, string mode, CancellationToken ct);
 
     /// <summary>Sends every file of the manifest from <paramref name="imagesDir"/>; returns bytes sent.</summary>
     Task<ulong> SendImagesAsync(string migrationId, string imagesDir, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct);
 
-    /// <summary>Restores on the target, tree left stopped; returns the restored root pid there.</summary>
-    Task<int> RestoreAsync(string migrationId, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct);
+    /// <summary>
+    /// Restores on the target, tree left stopped; returns the restored root pid there. With
+    /// <paramref name="pagesStreamed"/> the target first composes the page images from its page store.
+    /// </summary>
+    Task<int> RestoreAsync(string migrationId, IReadOnlyList<ImageFileInfo> manifest, bool pagesStreamed, CancellationToken ct);
 
     /// <summary>Resumes the restored tree on the target (the source copy is gone by then).</summary>
     Task<int> CommitAsync(string migrationId, CancellationToken ct);

@@ -7,8 +7,15 @@ public sealed record MigrationResult
     public required int SourcePid { get; init; }
     public required int TargetPid { get; init; }
     public required string Mode { get; init; }
+
+    /// <summary>A dry run: everything was moved and discarded on the target; the tree kept running on the source.</summary>
+    public bool DryRun { get; init; }
     public required int ImageFiles { get; init; }
+    /// <summary>Everything that crossed the link: metadata images plus page stream frames.</summary>
     public required ulong BytesSent { get; init; }
+
+    /// <summary>The page stream's totals; null when pages travelled inside the images (no page transport).</summary>
+    public PageTransferStats? Pages { get; init; }
 
     /// <summary>From the freeze to the restored tree's resume on the target: what the workload sees as a pause.</summary>
     public required TimeSpan Frozen { get; init; }

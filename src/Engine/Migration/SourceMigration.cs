@@ -14,7 +14,8 @@ namespace Migration.Engine.Migration;
 /// target copy is discarded; if it is gone the target copy is resumed (commit, retried).
 /// </summary>
 public sealed partial class SourceMigration(
-    CriuClient criu, IMigrationTarget target, SourceMigrationOptions options, ILogger<SourceMigration> logger, TimeProvider time)
+    CriuClient criu, IMigrationTarget target, SourceMigrationOptions options, ILogger<SourceMigration> logger, TimeProvider time,
+    Func<TargetMigration, CancellationToken, Task<IPageTransport>>? pageTransport = null)
 {
     private readonly ILogger _logger = logger;
 
@@ -37,10 +38,10 @@ public sealed partial class SourceMigration(
         try
         {
             await PreflightAsync(pid, work, progress, ct).ConfigureAwait(false);
-            string id = await CallAsync(MigrationPhase.Begin, WorkloadOutcome.Untouched,
+            var begun = await CallAsync(MigrationPhase.Begin, WorkloadOutcome.Untouched,
                 c => target.BeginAsync(pid, EstimateBytes(pid), options.Mode, c), ct).ConfigureAwait(false);
-            LogBegun(id);
-            return await CutoverAsync(id, pid, work, images, started, progress, ct).ConfigureAwait(false);
+            LogBegun(begun.Id);
+            return await CutoverAsync(begun, pid, work, images, started, progress, ct).ConfigureAwait(false);
         }
         finally
         {
@@ -93,17 +94,23 @@ public sealed partial class SourceMigration(
             $"preflight ok: target {reply.Hostname}, CRIU {version} -> {reply.Criu}, ~{needed >> 20} MiB to move, {reply.FreeBytes >> 20} MiB free"));
     }
 
-    private async Task<MigrationResult> CutoverAsync(string id, int pid, string work, string images, long started,
+    private async Task<MigrationResult> CutoverAsync(TargetMigration begun, int pid, string work, string images, long started,
         IProgress<MigrationProgress>? progress, CancellationToken ct)
     {
+        string id = begun.Id;
         long frozenAt = 0, dumpDone = 0, transferDone = 0, restoreDone = 0;
         bool restoredOnTarget = false;
         int targetPid = 0;
         ulong bytesSent = 0;
         IReadOnlyList<ImageFileInfo> manifest = [];
+        PageTransferStats? pageStats = null;
 
         // The cutover has its own bound: the tree is frozen while it runs.
         using var cutoverCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+
+        // Pages go straight from CRIU to the target's page store; only metadata images are staged here.
+        await using var pages = pageTransport is null || begun.PagePort == 0 ? null
+            : await CallAsync(MigrationPhase.Begin, WorkloadOutcome.Untouched, c => pageTransport(begun, c), ct).ConfigureAwait(false);
 
         async Task<bool> OnNotify(string script, int notifyPid)
         {
@@ -116,14 +123,27 @@ public sealed partial class SourceMigration(
                 case CriuScripts.PostDump:
                     dumpDone = time.GetTimestamp();
                     cutoverCts.CancelAfter(options.CutoverTimeout);
+                    if (pages is not null)
+                    {
+                        // CRIU closed its page-server session before post-dump; this is the target's durable ack.
+                        pageStats = await pages.Completion.WaitAsync(cutoverCts.Token).ConfigureAwait(false);
+                        LogPagesDone(pageStats.Pages, pageStats.ZeroPages, pageStats.WireBytes, pageStats.CompressionRatio, pageStats.Elapsed.TotalMilliseconds);
+                    }
+
                     manifest = ImageManifest.Build(images);
                     LogDumped(manifest.Count, ImageManifest.TotalBytes(manifest), time.GetElapsedTime(frozenAt, dumpDone).TotalMilliseconds);
                     progress?.Report(new MigrationProgress(MigrationPhase.Transfer,
                         $"dumped {manifest.Count} images, {ImageManifest.TotalBytes(manifest) >> 20} MiB; sending"));
                     bytesSent = await target.SendImagesAsync(id, images, manifest, cutoverCts.Token).ConfigureAwait(false);
                     transferDone = time.GetTimestamp();
+                    if (options.DryRun)
+                    {
+                        // Everything moved; nothing restored. CRIU resumes the tree (leave_running).
+                        return true;
+                    }
+
                     progress?.Report(new MigrationProgress(MigrationPhase.Restore, "restoring on target"));
-                    targetPid = await target.RestoreAsync(id, manifest, cutoverCts.Token).ConfigureAwait(false);
+                    targetPid = await target.RestoreAsync(id, manifest, pages is not null, cutoverCts.Token).ConfigureAwait(false);
                     restoreDone = time.GetTimestamp();
                     restoredOnTarget = true;
                     LogRestored(targetPid);
@@ -142,6 +162,9 @@ public sealed partial class SourceMigration(
             ShellJob = options.ShellJob,
             FileLocks = options.FileLocks,
             ExtUnixSk = options.ExtUnixSk,
+            LeaveRunning = options.DryRun,
+            PageServerAddress = pages?.Address,
+            PageServerPort = pages?.Port ?? 0,
         };
 
         Exception? dumpFailure = null;
@@ -152,6 +175,30 @@ public sealed partial class SourceMigration(
         catch (Exception ex) when (ex is CriuException or CriuNotifyHandlerException or OperationCanceledException or IOException)
         {
             dumpFailure = ex;
+        }
+
+        if (options.DryRun && dumpFailure is null && transferDone != 0)
+        {
+            await AbortTargetAsync(id, "dry run").ConfigureAwait(false);
+            long done = time.GetTimestamp();
+            var dry = new MigrationResult
+            {
+                MigrationId = id,
+                SourcePid = pid,
+                TargetPid = 0,
+                Mode = options.Mode,
+                DryRun = true,
+                ImageFiles = manifest.Count,
+                BytesSent = bytesSent + (pageStats?.WireBytes ?? 0),
+                Pages = pageStats,
+                Frozen = time.GetElapsedTime(frozenAt, transferDone),
+                Total = time.GetElapsedTime(started, done),
+                Dump = time.GetElapsedTime(frozenAt, dumpDone),
+                Transfer = time.GetElapsedTime(dumpDone, transferDone),
+                Restore = TimeSpan.Zero,
+            };
+            LogDryRun(id, dry.Dump.TotalMilliseconds, dry.BytesSent);
+            return dry;
         }
 
         // Decide from what is observed, not from what was hoped: is the source tree still there?
@@ -193,7 +240,8 @@ public sealed partial class SourceMigration(
             TargetPid = targetPid,
             Mode = options.Mode,
             ImageFiles = manifest.Count,
-            BytesSent = bytesSent,
+            BytesSent = bytesSent + (pageStats?.WireBytes ?? 0),
+            Pages = pageStats,
             Frozen = time.GetElapsedTime(frozenAt, committed),
             Total = time.GetElapsedTime(started, committed),
             Dump = time.GetElapsedTime(frozenAt, dumpDone),
@@ -311,6 +359,12 @@ public sealed partial class SourceMigration(
 
     [LoggerMessage(EventId = 204, Level = LogLevel.Information, Message = "dumped {Files} image files, {Bytes} bytes, in {Ms:0} ms (tree frozen)")]
     private partial void LogDumped(int files, ulong bytes, double ms);
+
+    [LoggerMessage(EventId = 214, Level = LogLevel.Information, Message = "dry run {Id} done: dump and page transfer {Ms:0} ms, {Bytes} bytes; discarded on the target, tree kept running")]
+    private partial void LogDryRun(string id, double ms, ulong bytes);
+
+    [LoggerMessage(EventId = 213, Level = LogLevel.Information, Message = "pages durable on target: {Pages} pages ({Zero} zero), {Wire} bytes on the wire, ratio {Ratio:0.00}, {Ms:0} ms")]
+    private partial void LogPagesDone(ulong pages, ulong zero, ulong wire, double ratio, double ms);
 
     [LoggerMessage(EventId = 205, Level = LogLevel.Information, Message = "restored on target as pid {Pid} (stopped); acknowledging post-dump")]
     private partial void LogRestored(int pid);

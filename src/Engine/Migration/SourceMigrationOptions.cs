@@ -21,6 +21,12 @@ public sealed record SourceMigrationOptions
     /// <summary>"cold": dump, transfer, restore. Later modes add pre-copy and lazy restore.</summary>
     public string Mode { get; init; } = "cold";
 
+    /// <summary>
+    /// Dry run: dump with the tree left running, move its memory and images to the target, then discard them
+    /// there. Measures the transfer (what a migration would move, and how fast); changes nothing.
+    /// </summary>
+    public bool DryRun { get; init; }
+
     /// <summary>Bound on transfer plus restore while the tree is frozen; past it the source resumes.</summary>
     public TimeSpan CutoverTimeout { get; init; } = TimeSpan.FromMinutes(10);
 

@@ -37,12 +37,19 @@ public sealed class TokenCredentials : IDisposable
 
     private readonly ECDsa _key;
 
-    private TokenCredentials(ECDsa key, byte[] publicKey)
+    private TokenCredentials(ECDsa key, byte[] publicKey, byte[] authKey)
     {
         _key = key;
         PublicKey = publicKey;
+        AuthKey = authKey;
         Certificate = CreateCertificate(key);
     }
+
+    /// <summary>
+    /// A 32-byte MAC key from the same derivation (PBKDF2 output bytes 48..79; PBKDF2 is prefix-consistent, so
+    /// the signing key is unchanged): proves the token where a channel runs without TLS (loopback).
+    /// </summary>
+    public byte[] AuthKey { get; }
 
     /// <summary>The SubjectPublicKeyInfo (DER) both peers must present.</summary>
     public byte[] PublicKey { get; }
@@ -79,11 +86,12 @@ public sealed class TokenCredentials : IDisposable
             throw new ArgumentException($"{source}: token is {bytes.Length} bytes; at least {MinimumTokenBytes} random bytes are required (head -c 32 /dev/urandom | base64)");
         }
 
-        var seed = Rfc2898DeriveBytes.Pbkdf2(bytes, s_salt, KdfIterations, HashAlgorithmName.SHA256, 48);
+        var seed = Rfc2898DeriveBytes.Pbkdf2(bytes, s_salt, KdfIterations, HashAlgorithmName.SHA256, 80);
+        var authKey = seed.AsSpan(48, 32).ToArray();
         CryptographicOperations.ZeroMemory(bytes);
 
         // Reduce 384 bits modulo (n - 1), plus one: a uniform scalar in [1, n - 1].
-        var k = new BigInteger(seed, isUnsigned: true, isBigEndian: true) % (s_p256Order - 1) + 1;
+        var k = new BigInteger(seed.AsSpan(0, 48), isUnsigned: true, isBigEndian: true) % (s_p256Order - 1) + 1;
         CryptographicOperations.ZeroMemory(seed);
         var d = new byte[32];
         k.TryWriteBytes(d, out int written, isUnsigned: true, isBigEndian: true);
@@ -96,7 +104,7 @@ public sealed class TokenCredentials : IDisposable
 
         var key = ECDsa.Create(new ECParameters { Curve = ECCurve.NamedCurves.nistP256, D = d });
         CryptographicOperations.ZeroMemory(d);
-        return new TokenCredentials(key, key.ExportSubjectPublicKeyInfo());
+        return new TokenCredentials(key, key.ExportSubjectPublicKeyInfo(), authKey);
     }
 
     /// <summary>True when <paramref name="peer"/> carries the token's public key.</summary>

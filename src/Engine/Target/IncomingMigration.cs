@@ -60,6 +60,47 @@ public sealed partial class IncomingMigration : IDisposable
 
     public int ChunksReceived { get; private set; }
 
+    /// <summary>The pages arriving on the page stream; null when pages travel inside the images.</summary>
+    public IIncomingPages? Pages { get; internal set; }
+
+    /// <summary>The page stream failed: the migration cannot restore.</summary>
+    public void FailPages(string error)
+    {
+        lock (_lock)
+        {
+            if (State is IncomingState.Receiving or IncomingState.Restoring)
+            {
+                Error ??= $"page stream: {error}";
+            }
+        }
+    }
+
+    /// <summary>Writes the streamed pages' images next to the received metadata (after the manifest was verified).</summary>
+    public void ComposePages(CancellationToken ct)
+    {
+        lock (_lock)
+        {
+            RequireState(IncomingState.Restoring);
+        }
+
+        if (Pages is null)
+        {
+            throw new TargetRequestException(TargetError.FailedPrecondition, "the source streamed pages, but this migration has no page store");
+        }
+
+        if ((Pages.Error ?? Error) is { } problem)
+        {
+            throw new TargetRequestException(TargetError.FailedPrecondition, $"pages incomplete: {problem}");
+        }
+
+        if (Pages.RoundsCompleted == 0)
+        {
+            throw new TargetRequestException(TargetError.FailedPrecondition, "no page round was completed on the page stream");
+        }
+
+        Pages.ComposeImages(ImagesDir, ct);
+    }
+
     /// <summary>Writes one chunk. Offsets must be sequential per file; a completed file takes no more data.</summary>
     public (ulong FileBytes, ulong TotalBytes) PutChunk(string name, ulong offset, ReadOnlySpan<byte> data, bool last)
     {
@@ -258,6 +299,8 @@ public sealed partial class IncomingMigration : IDisposable
             f.Dispose();
         }
 
+        Pages?.Dispose();
+
         try
         {
             Directory.Delete(ImagesDir, recursive: true);
@@ -288,6 +331,8 @@ public sealed partial class IncomingMigration : IDisposable
             {
                 f.Dispose();
             }
+
+            Pages?.Dispose();
         }
     }
 

@@ -9,8 +9,12 @@ namespace Migration.Engine.Target;
 /// The target side of migrations, independent of the API that carries it: preflight, the table of
 /// incoming migrations and their work directories, restore, commit and abort.
 /// </summary>
-public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, ILoggerFactory loggers) : IDisposable
+public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, ILoggerFactory loggers,
+    Func<string, ulong, IIncomingPages>? pagesFactory = null) : IDisposable
 {
+    /// <summary>Does this agent take page streams (a page store per migration)?</summary>
+    public bool AcceptsPageStreams => pagesFactory is not null;
+
     private readonly ConcurrentDictionary<string, IncomingMigration> _migrations = new(StringComparer.Ordinal);
     private readonly ILogger _logger = loggers.CreateLogger<TargetAgent>();
 
@@ -95,6 +99,11 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         var dir = Path.Combine(options.WorkRoot, id);
         Directory.CreateDirectory(dir);
         var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>());
+        if (pagesFactory is not null)
+        {
+            m.Pages = pagesFactory(Path.Combine(dir, "pages"), usable);
+        }
+
         _migrations[id] = m;
         LogBegun(id, sourceHost, sourcePid, dir);
         return m;
@@ -105,10 +114,23 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
             ? m
             : throw new TargetRequestException(TargetError.NotFound, $"no migration '{new string(id.Take(64).Where(c => !char.IsControl(c)).ToArray())}' on this agent");
 
-    public async Task<int> RestoreAsync(string id, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct)
+    public async Task<int> RestoreAsync(string id, IReadOnlyList<ImageFileInfo> manifest, bool pagesStreamed, CancellationToken ct)
     {
         var m = Get(id);
         m.VerifyManifest(manifest);
+        if (pagesStreamed)
+        {
+            try
+            {
+                m.ComposePages(ct);
+            }
+            catch (Exception ex) when (ex is IOException or InvalidOperationException or UnauthorizedAccessException)
+            {
+                m.Abort($"composing page images failed: {ex.Message}");
+                throw new TargetRequestException(TargetError.Internal, $"composing page images failed: {ex.Message}");
+            }
+        }
+
         var spec = new RestoreSpec { ImagesDir = m.ImagesDir, WorkDir = m.WorkDir, LeaveStopped = true };
         try
         {
@@ -121,6 +143,15 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
     }
 
     public IReadOnlyCollection<IncomingMigration> Migrations => _migrations.Values.ToArray();
+
+    /// <summary>The page stream of migration <paramref name="id"/> failed.</summary>
+    public void FailPages(string id, string error)
+    {
+        if (_migrations.TryGetValue(id, out var m))
+        {
+            m.FailPages(error);
+        }
+    }
 
     private ulong FreeBytes()
     {

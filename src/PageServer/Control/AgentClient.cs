@@ -32,12 +32,17 @@ public sealed class AgentClient(ControlChannel channel, TimeSpan callTimeout) : 
             reply.FreeBytes, reply.Checks.Select(c => new PreflightCheckResult(c.Name, c.Ok, c.Detail)).ToArray());
     }
 
-    public async Task<string> BeginAsync(int sourcePid, ulong bytesExpected, string mode, CancellationToken ct)
+    public async Task<TargetMigration> BeginAsync(int sourcePid, ulong bytesExpected, string mode, CancellationToken ct)
     {
         var reply = await channel.CallAsync(AgentMethods.Begin,
             new BeginRequest { SourceHost = Environment.MachineName, SourcePid = sourcePid, BytesExpected = bytesExpected, Mode = mode },
             BeginReply.Parser, callTimeout, ct).ConfigureAwait(false);
-        return reply.MigrationId;
+        if (reply.PagePort > 65535)
+        {
+            throw new GrpcCallException(GrpcStatusCode.Internal, $"agent announced page port {reply.PagePort}");
+        }
+
+        return new TargetMigration(reply.MigrationId, (int)reply.PagePort);
     }
 
     public async Task<ulong> SendImagesAsync(string migrationId, string imagesDir, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct)
@@ -74,9 +79,9 @@ public sealed class AgentClient(ControlChannel channel, TimeSpan callTimeout) : 
         return sent;
     }
 
-    public async Task<int> RestoreAsync(string migrationId, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct)
+    public async Task<int> RestoreAsync(string migrationId, IReadOnlyList<ImageFileInfo> manifest, bool pagesStreamed, CancellationToken ct)
     {
-        var req = new RestoreRequest { MigrationId = migrationId };
+        var req = new RestoreRequest { MigrationId = migrationId, PagesStreamed = pagesStreamed };
         req.Manifest.AddRange(manifest.Select(f => new Migration.Control.V1.ImageFileInfo { Name = f.Name, Size = f.Size, Sha256 = ByteString.CopyFrom(f.Sha256) }));
         // Restore of a large tree takes as long as reading its images: the cutover bound applies, not the call bound.
         var reply = await channel.CallAsync(AgentMethods.Restore, req, RestoreReply.Parser, TimeSpan.FromMinutes(10), ct).ConfigureAwait(false);

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Page transfer benchmark: CRIU's own page server against ours, side by side in one run, same workload.
+#
+# Workload: memwork, MIB MiB (default 1024) of typical heap contents: a third zero pages (resident),
+# a third text-like, a third random (--mix --zero-present), as init of its own pid namespace.
+# For each link, loopback and a veth limited to RATE (default 1gbit) with tc tbf:
+#   (a) CRIU:  criu page-server on the target + criu dump --page-server --leave-running on the source
+#   (b) ours:  migrate --dry-run: CRIU dumps to our page server on the source, pages cross on our
+#              stream (zero pages elided, LZ4, CRC-32C, TLS on the veth) into the agent's page store,
+#              acknowledged durable; then discarded there. The workload keeps running in both.
+# Reported per run: wall time of the memory move (a: the criu dump command; b: freeze to post-dump,
+# which ends only after the target acknowledged every page durable), bytes on the link (interface
+# counters, both directions, headers included), CPU seconds of every process involved (both sides).
+# Then ours/CRIU ratios. Nothing here is a test: it measures. Run as root; takes a few minutes.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+MIB=${MIB:-1024}
+RATE=${RATE:-1gbit}
+LINKS=${LINKS:-"loopback veth"}
+SRC=bench-src TGT=bench-tgt
+B=/tmp/migrate-bench
+CRIU=$(command -v criu || echo /opt/migrate/criu/sbin/criu)
+WPORT=9100
+
+bash "$REPO/scripts/setup.sh" >/dev/null
+command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
+
+cleanup() {
+  set +e
+  [ -n "${AGENT:-}" ] && kill "$AGENT" 2>/dev/null
+  pkill -KILL -f "memwork --mib $MIB --port $WPORT" 2>/dev/null
+  pkill -f "criu page-server -D $B" 2>/dev/null
+  ip netns del "$SRC" 2>/dev/null
+  ip netns del "$TGT" 2>/dev/null
+  wait 2>/dev/null
+}
+trap cleanup EXIT
+cleanup
+
+ip netns add "$SRC"
+ip netns add "$TGT"
+ip link add bsrc0 type veth peer name btgt0
+ip link set bsrc0 netns "$SRC"
+ip link set btgt0 netns "$TGT"
+ip -n "$SRC" addr add 10.242.0.1/24 dev bsrc0
+ip -n "$TGT" addr add 10.242.0.2/24 dev btgt0
+for ns in "$SRC" "$TGT"; do ip -n "$ns" link set lo up; done
+ip -n "$SRC" link set bsrc0 up
+ip -n "$TGT" link set btgt0 up
+
+rm -rf "$B"
+mkdir -p "$B"
+umask 077
+head -c 32 /dev/urandom | base64 >"$B/token"
+
+on() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
+link_bytes() { # link_bytes NS DEV -> rx+tx bytes
+  ip -n "$1" -s -j link show dev "$2" | python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["stats64"]; print(s["rx"]["bytes"]+s["tx"]["bytes"])'
+}
+cpu_ticks() { # utime+stime+cutime+cstime of a live process
+  awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat"
+}
+hz=$(getconf CLK_TCK)
+
+echo "workload: memwork $MIB MiB, --mix --zero-present (1/3 zero, 1/3 text-like, 1/3 random; all resident)" >&2
+on "$SRC" setsid unshare -pf setsid "$REPO/native/bin/memwork" --mib "$MIB" --port $WPORT \
+  --file "$B/data" --mix --zero-present --stdio-null &
+for _ in $(seq 600); do
+  PID=$(pgrep -f "memwork --mib $MIB --port $WPORT" | while read -r p; do
+    [ "$(readlink /proc/"$p"/ns/pid)" != "$(readlink /proc/self/ns/pid)" ] && echo "$p"; done | head -n1)
+  [ -n "$PID" ] && on "$SRC" bash -c "exec 3<>/dev/tcp/127.0.0.1/$WPORT && echo PING >&3 && cat <&3" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+echo "workload pid $PID, resident $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/"$PID"/status)" >&2
+
+results=()
+for link in $LINKS; do
+  if [ "$link" = loopback ]; then
+    TNS=$SRC ADDR=127.0.0.1 DEV=lo DEVNS=$SRC
+    on "$SRC" tc qdisc del dev bsrc0 root 2>/dev/null || true
+  else
+    TNS=$TGT ADDR=10.242.0.2 DEV=bsrc0 DEVNS=$SRC
+    on "$SRC" tc qdisc replace dev bsrc0 root tbf rate "$RATE" burst 256k latency 50ms
+  fi
+
+  # (a) CRIU's own page server.
+  rm -rf "$B/ps" "$B/dumpA"
+  mkdir -p "$B/ps" "$B/dumpA"
+  on "$TNS" /usr/bin/time -f "%e %U %S" -o "$B/time-ps" "$CRIU" page-server -D "$B/ps" --address "$ADDR" --port 7100 -o ps.log -v2 &
+  PSPID=$!
+  sleep 0.5
+  before=$(link_bytes "$DEVNS" "$DEV")
+  on "$SRC" /usr/bin/time -f "%e %U %S" -o "$B/time-dump" "$CRIU" dump -t "$PID" -D "$B/dumpA" -o dump.log -v2 \
+    --page-server --address "$ADDR" --port 7100 --leave-running
+  wait "$PSPID"
+  after=$(link_bytes "$DEVNS" "$DEV")
+  read -r a_wall a_u a_s <"$B/time-dump"
+  read -r _ p_u p_s <"$B/time-ps"
+  a_bytes=$((after - before))
+  a_cpu=$(python3 -c "print(round($a_u + $a_s + $p_u + $p_s, 2))")
+  rm -rf "$B/ps" "$B/dumpA"
+
+  # (b) ours.
+  on "$TNS" migrate-agent --listen "$ADDR:7070" --token-file "$B/token" --work-dir "$B/agent" --log-dir "$B/logs" \
+    >"$B/agent-$link.out" 2>&1 &
+  AGENT=$!
+  for _ in $(seq 100); do grep -q "listening on" "$B/agent-$link.out" && break; sleep 0.1; done
+  agent_before=$(cpu_ticks "$AGENT")
+  before=$(link_bytes "$DEVNS" "$DEV")
+  on "$SRC" /usr/bin/time -f "%e %U %S" -o "$B/time-migrate" migrate --to "$ADDR:7070" --token-file "$B/token" \
+    --dry-run --json --work-dir "$B/src" --log-dir "$B/logs" "$PID" >"$B/ours-$link.json"
+  after=$(link_bytes "$DEVNS" "$DEV")
+  agent_after=$(cpu_ticks "$AGENT")
+  kill "$AGENT"; wait "$AGENT" 2>/dev/null || true
+  AGENT=
+  read -r _ m_u m_s <"$B/time-migrate"
+  b_json=$(tail -n1 "$B/ours-$link.json")
+  b_wall=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['dumpMs'] / 1000, 3))" "$b_json")
+  b_bytes=$((after - before))
+  b_cpu=$(python3 -c "print(round($m_u + $m_s + ($agent_after - $agent_before) / $hz, 2))")
+  results+=("$link $a_wall $a_bytes $a_cpu $b_wall $b_bytes $b_cpu")
+  echo "[$link] criu: ${a_wall}s ${a_bytes}B ${a_cpu}cpu-s; ours: ${b_wall}s ${b_bytes}B ${b_cpu}cpu-s; $b_json" >&2
+done
+
+echo
+echo "Page transfer, memwork ${MIB} MiB (1/3 zero, 1/3 text, 1/3 random, all resident); link limit on veth: $RATE"
+printf '%-9s | %-24s | %-24s | %-26s\n' "link" "wall s (criu/ours/ratio)" "MiB on link (criu/ours)" "CPU s (criu/ours/ratio)"
+printf '%s\n' "----------|--------------------------|--------------------------|---------------------------"
+for r in "${results[@]}"; do
+  read -r link a_wall a_bytes a_cpu b_wall b_bytes b_cpu <<<"$r"
+  python3 - "$link" "$a_wall" "$a_bytes" "$a_cpu" "$b_wall" "$b_bytes" "$b_cpu" <<'PY'
+import sys
+link, aw, ab, ac, bw, bb, bc = sys.argv[1], *map(float, sys.argv[2:])
+print(f"{link:<9} | {aw:6.2f} / {bw:6.2f} / {aw/bw:4.2f}x  | {ab/2**20:8.1f} / {bb/2**20:8.1f}     | {ac:6.2f} / {bc:6.2f} / {bc/ac if ac else 0:4.2f}x")
+PY
+done
+echo "(ratio wall = criu/ours: >1 means ours is faster; ratio CPU = ours/criu. Ours pays for compression and TLS.)"

@@ -1,0 +1,17 @@
+namespace Migration.Engine.Target;
+
+/// <summary>
+/// A migration's pages as they arrive on the page stream (the target's page store, kept in PageServer):
+/// what the restore needs to know of them and the one thing it asks of them.
+/// </summary>
+public interface IIncomingPages : IDisposable
+{
+    /// <summary>Rounds acknowledged durable so far.</summary>
+    int RoundsCompleted { get; }
+
+    /// <summary>Why the page stream failed, or null.</summary>
+    string? Error { get; }
+
+    /// <summary>Writes the pagemap and pages images into <paramref name="imagesDir"/>, next to the metadata images.</summary>
+    void ComposeImages(string imagesDir, CancellationToken ct);
+}

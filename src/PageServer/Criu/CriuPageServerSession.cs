@@ -1,0 +1,235 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Migration.Engine.Images;
+using Migration.PageServer.Pages;
+
+namespace Migration.PageServer.Criu;
+
+/// <summary>
+/// Serves one connection of <c>criu dump --page-server</c> / <c>criu pre-dump --page-server</c> (the receiving
+/// direction) and hands every page on to an <see cref="IPageSink"/>:
+/// <list type="bullet">
+/// <item>OPEN2 opens the target at the sink and answers one byte, has_parent; legacy OPEN does the same without answer.</item>
+/// <item>PARENT answers int32 has_parent of an opened target (0 for one not opened: CRIU then sends every page, never a hole).</item>
+/// <item>ADD_F with PE_PRESENT (legacy ADD) is followed by nr_pages * 4096 bytes, handed on in pieces of at most
+/// <see cref="CriuPageServerOptions.ChunkPages"/> pages straight from the pipe's buffers (no copy, nothing buffered
+/// beyond one piece); ADD_F with PE_PARENT or PE_LAZY alone (legacy HOLE) is a header only.</item>
+/// <item>CLOSE / FORCE_CLOSE completes the round at the sink, then answers int32 0: CRIU waits for that answer, and it
+/// means every page is durable at the destination.</item>
+/// </list>
+/// Everything from the wire is checked before anything is handed on; the first violation ends the session with a
+/// <see cref="PageServerResult"/> naming it, and the sink gets no call after it. The session owns neither the pipe
+/// nor the sink: the caller completes the pipe afterwards.
+/// </summary>
+/// <remarks>
+/// The pipe's reader must be able to hold one header plus one page unconsumed (any Pipe or StreamPipeReader can).
+/// A present run is forwarded as whole pages arrive, so a run cut short by EOF has been partly forwarded; such a round
+/// is never acknowledged (<see cref="IPageSink.CompleteRoundAsync"/> is not called).
+/// </remarks>
+public sealed partial class CriuPageServerSession
+{
+    private const int PageSize = PageFacts.PageSize;
+    private const string Name = "criu page-server session";
+
+    private readonly PipeReader _input;
+    private readonly PipeWriter _output;
+    private readonly IPageSink _sink;
+    private readonly CriuPageServerOptions _options;
+    private readonly ILogger _logger;
+    private readonly Dictionary<PageTarget, TargetState> _targets = [];
+    private TargetState? _current;
+    private PresentRun _run;
+    private long _commands;
+    private long _pagesPresent;
+    private long _pagesParent;
+    private long _pagesLazy;
+    private long _bytes;
+    private int _started;
+
+    public CriuPageServerSession(IDuplexPipe transport, IPageSink sink, CriuPageServerOptions? options = null, ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentNullException.ThrowIfNull(sink);
+        _input = transport.Input;
+        _output = transport.Output;
+        _sink = sink;
+        _options = (options ?? new CriuPageServerOptions()).Validate();
+        _logger = logger ?? NullLogger.Instance;
+    }
+
+    /// <summary>What was moved so far.</summary>
+    public PageServerCounters Counters => new(_commands, _pagesPresent, _pagesParent, _pagesLazy, _bytes);
+
+    /// <summary>
+    /// Serves the connection until CLOSE, a violation, a sink failure or the end of the stream. Runs once.
+    /// Throws only <see cref="OperationCanceledException"/> (when <paramref name="ct"/> is canceled).
+    /// </summary>
+    public async Task<PageServerResult> RunAsync(CancellationToken ct)
+    {
+        if (Interlocked.Exchange(ref _started, 1) != 0)
+        {
+            throw new InvalidOperationException("a page-server session serves its connection once");
+        }
+
+        try
+        {
+            var result = await ServeAsync(ct).ConfigureAwait(false);
+            if (result.IsCompleted)
+            {
+                _logger.SessionCompleted(Name, result.Counters);
+            }
+            else
+            {
+                _logger.SessionFailed(Name, result.Outcome, result.Error ?? "");
+            }
+
+            return result;
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            _logger.SessionCanceled(Name, Counters);
+            throw;
+        }
+    }
+
+    private async Task<PageServerResult> ServeAsync(CancellationToken ct)
+    {
+        while (true)
+        {
+            ReadResult read;
+            try
+            {
+                read = await _input.ReadAsync(ct).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (!IsOwnCancellation(ex, ct))
+            {
+                return Fail(PageServerOutcome.TransportFailed, $"receiving from criu failed: {ex.Message}");
+            }
+
+            var buffer = read.Buffer;
+            try
+            {
+                if (read.IsCanceled)
+                {
+                    throw new OperationCanceledException("the page-server read was canceled");
+                }
+
+                while (true)
+                {
+                    if (_run.PagesLeft > 0)
+                    {
+                        // Inside a present run: hand on the whole pages that are here, at most one chunk at a time.
+                        ulong whole = (ulong)(buffer.Length / PageSize);
+                        if (whole == 0)
+                        {
+                            break;
+                        }
+
+                        int pages = (int)Math.Min(whole, Math.Min(_run.PagesLeft, (ulong)_options.ChunkPages));
+                        var data = buffer.Slice(0, (long)pages * PageSize);
+                        var failed = await ForwardChunkAsync(pages, data, ct).ConfigureAwait(false);
+                        if (failed is not null)
+                        {
+                            return failed;
+                        }
+
+                        buffer = buffer.Slice(data.End);
+                        continue;
+                    }
+
+                    if (!PageServerIov.TryRead(ref buffer, out var iov))
+                    {
+                        break;
+                    }
+
+                    _commands++;
+                    var end = await HandleAsync(iov, buffer.Length, ct).ConfigureAwait(false);
+                    if (end is not null)
+                    {
+                        return end;
+                    }
+                }
+
+                if (read.IsCompleted)
+                {
+                    return EndOfStream(buffer.Length);
+                }
+            }
+            finally
+            {
+                _input.AdvanceTo(buffer.Start, read.Buffer.End);
+            }
+        }
+    }
+
+    private async ValueTask<PageServerResult?> ForwardChunkAsync(int pages, ReadOnlySequence<byte> data, CancellationToken ct)
+    {
+        try
+        {
+            await _sink.WritePagesAsync(_run.Target, _run.NextVaddr, (uint)pages, _run.Flags, data, ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!IsOwnCancellation(ex, ct))
+        {
+            return SinkFailed(ex, $"writing {pages} pages at 0x{_run.NextVaddr:x} for {_run.Target}");
+        }
+
+        _run.NextVaddr += (ulong)pages * PageSize;
+        _run.PagesLeft -= (ulong)pages;
+        _pagesPresent += pages;
+        _bytes += data.Length;
+        return null;
+    }
+
+    private PageServerResult EndOfStream(long leftover)
+    {
+        if (_run.PagesLeft > 0)
+        {
+            ulong arrived = _run.NrPages - _run.PagesLeft;
+            return Fail(PageServerOutcome.PeerClosed,
+                $"criu closed the connection inside page data: the run at 0x{_run.Vaddr:x} for {_run.Target} got {arrived} of {_run.NrPages} pages " +
+                $"and {leftover} bytes of the next; the round was not acknowledged");
+        }
+
+        if (leftover > 0)
+        {
+            return Fail(PageServerOutcome.PeerClosed,
+                $"criu closed the connection inside a header: {leftover} of {PageServerIov.Size} bytes arrived; the round was not acknowledged");
+        }
+
+        return Fail(PageServerOutcome.PeerClosed,
+            $"criu closed the connection before CLOSE, after {_commands} commands: the dump did not finish and the round was not acknowledged");
+    }
+
+    private static bool IsOwnCancellation(Exception ex, CancellationToken ct) => ex is OperationCanceledException && ct.IsCancellationRequested;
+
+    private PageServerResult Fail(PageServerOutcome outcome, string error) => PageServerResult.Failed(outcome, error, Counters);
+
+    private PageServerResult Violation(string error) => Fail(PageServerOutcome.ProtocolError, "criu sent " + error);
+
+    private PageServerResult SinkFailed(Exception ex, string doing) =>
+        Fail(PageServerOutcome.SinkFailed, $"sink failed {doing}: {ex.GetType().Name}: {ex.Message}");
+
+    /// <summary>What the session knows about one opened target.</summary>
+    private sealed class TargetState(PageTarget target, bool hasParent)
+    {
+        public PageTarget Target { get; } = target;
+
+        public bool HasParent { get; } = hasParent;
+
+        /// <summary>End of the last run: CRIU sends each target's runs in ascending address order, so the next starts here or above.</summary>
+        public ulong NextVaddr { get; set; }
+    }
+
+    /// <summary>The present run whose page data is arriving.</summary>
+    private struct PresentRun
+    {
+        public PageTarget Target;
+        public PagemapFlags Flags;
+        public ulong Vaddr;
+        public ulong NrPages;
+        public ulong NextVaddr;
+        public ulong PagesLeft;
+    }
+}

@@ -1,0 +1,269 @@
+using System.Buffers;
+using System.Diagnostics;
+using Migration.Engine.Images;
+using Migration.PageServer.Pages;
+
+namespace Migration.PageServer.Store;
+
+/// <summary>The receiving side: runs into the data files and the index, rounds made durable.</summary>
+public sealed partial class PageStore
+{
+    /// <summary>
+    /// Stores a run. Present pages (<see cref="PagemapFlags.Present"/>, with or without <see cref="PagemapFlags.Lazy"/>:
+    /// the data is here) are appended to the target's data file; lazy and parent runs are recorded as marks. Either
+    /// replaces whatever the store held for those addresses (the newest copy or mark wins). Limits are checked before
+    /// anything is written: a run over one throws <see cref="PageStoreFullException"/> and leaves no trace.
+    /// Completes synchronously (the appends go to the page cache; <see cref="CompleteRoundAsync"/> makes them durable).
+    /// </summary>
+    public ValueTask WritePagesAsync(PageTarget target, ulong vaddr, uint nrPages, PagemapFlags flags, ReadOnlySequence<byte> data, CancellationToken ct)
+    {
+        ct.ThrowIfCancellationRequested();
+        var kind = KindOf(flags, target, vaddr);
+        if (!PageFacts.IsValidRange(vaddr, nrPages))
+        {
+            throw new ArgumentOutOfRangeException(nameof(vaddr), $"run 0x{vaddr:x} + {nrPages} pages for {target} is not a page-aligned, non-empty range of user addresses");
+        }
+
+        long bytes = kind == PageKind.Present ? (long)nrPages * PageSize : 0;
+        if (data.Length != bytes)
+        {
+            throw new ArgumentException($"run 0x{vaddr:x} + {nrPages} pages ({flags}) for {target} carries {data.Length} bytes; expected {bytes}", nameof(data));
+        }
+
+        ulong first = vaddr / PageSize;
+        lock (_gate)
+        {
+            ThrowIfNotWritable();
+            _targets.TryGetValue(target, out var t);
+            CheckLimits(target, t, first, nrPages, bytes);
+            t ??= GetOrAddTarget(target);
+
+            long firstDataPage = t.DataPages;
+            if (kind == PageKind.Present)
+            {
+                Append(t, data);
+                if (t.DataPages > 0 && first <= t.LastAppendedPage)
+                {
+                    t.Ascending = false;
+                }
+
+                t.DataPages += nrPages;
+                t.LastAppendedPage = first + nrPages - 1;
+                t.LivePages += nrPages;
+                _bytesStored += bytes;
+            }
+
+            UpdateIndex(t, first, nrPages, kind, firstDataPage);
+            _pagesReceived += nrPages;
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// Writes out the write buffer and syncs every data file written since the last round (Flush(true), fsync) and,
+    /// when files were created, the directory; returns only then: an acknowledged round survives a crash. Counts the round.
+    /// </summary>
+    public ValueTask CompleteRoundAsync(CancellationToken ct)
+    {
+        ct.ThrowIfCancellationRequested();
+        List<TargetData> dirty;
+        bool syncDirectory;
+        lock (_gate)
+        {
+            ThrowIfNotWritable();
+            FlushBuffer();
+            dirty = [.. _targets.Values.Where(t => t.Dirty)];
+            syncDirectory = _filesCreated;
+        }
+
+        long start = Stopwatch.GetTimestamp();
+        try
+        {
+            // Outside the lock: ReadPages need not wait for the disk. No sink call runs meanwhile (one caller at a time).
+            foreach (var t in dirty)
+            {
+                t.File.Flush(flushToDisk: true);
+            }
+
+            if (syncDirectory)
+            {
+                DirectorySync.Flush(_directory);
+            }
+        }
+        catch (IOException ex)
+        {
+            lock (_gate)
+            {
+                _failure ??= ex;
+            }
+
+            throw;
+        }
+
+        int round;
+        lock (_gate)
+        {
+            foreach (var t in dirty)
+            {
+                t.Dirty = false;
+            }
+
+            if (syncDirectory)
+            {
+                _filesCreated = false;
+            }
+
+            round = ++_completedRounds;
+        }
+
+        Log.RoundDurable(_logger, round, dirty.Count, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        return ValueTask.CompletedTask;
+    }
+
+    private static PageKind KindOf(PagemapFlags flags, PageTarget target, ulong vaddr) => flags switch
+    {
+        PagemapFlags.Present or (PagemapFlags.Present | PagemapFlags.Lazy) => PageKind.Present,
+        PagemapFlags.Lazy => PageKind.Lazy,
+        PagemapFlags.Parent => PageKind.Parent,
+        _ => throw new ArgumentException($"run 0x{vaddr:x} for {target} has flags 0x{(uint)flags:x}; expected present, lazy or parent", nameof(flags)),
+    };
+
+    private void CheckLimits(PageTarget target, TargetData? t, ulong first, uint nrPages, long bytes)
+    {
+        if (t is null && _targets.Count >= _options.MaxTargets)
+        {
+            throw new PageStoreFullException(PageStoreLimit.Targets, target, _targets.Count + 1L, _options.MaxTargets);
+        }
+
+        long held = t?.Index.Count ?? 0;
+        if (nrPages > _options.MaxPagesPerTarget)
+        {
+            throw new PageStoreFullException(PageStoreLimit.PagesPerTarget, target, held + nrPages, _options.MaxPagesPerTarget);
+        }
+
+        long added, newChunks;
+        if (t is null)
+        {
+            added = nrPages;
+            newChunks = (long)(((first + nrPages - 1) >> PageIndex.ChunkShift) - (first >> PageIndex.ChunkShift) + 1);
+        }
+        else
+        {
+            added = t.Index.CountMissing(first, nrPages, out newChunks);
+        }
+
+        if (held + added > _options.MaxPagesPerTarget)
+        {
+            throw new PageStoreFullException(PageStoreLimit.PagesPerTarget, target, held + added, _options.MaxPagesPerTarget);
+        }
+
+        long indexBytes = (_indexChunks + newChunks) * PageIndex.ChunkBytes;
+        if (indexBytes > _options.MaxIndexBytes)
+        {
+            throw new PageStoreFullException(PageStoreLimit.IndexBytes, target, indexBytes, _options.MaxIndexBytes);
+        }
+
+        if (bytes > _options.MaxBytes - _bytesStored)
+        {
+            throw new PageStoreFullException(PageStoreLimit.Bytes, target, _bytesStored + bytes, _options.MaxBytes);
+        }
+    }
+
+    private void UpdateIndex(TargetData t, ulong first, uint nrPages, PageKind kind, long firstDataPage)
+    {
+        int chunksBefore = t.Index.Chunks;
+        long overwritten = 0;
+        long dead = 0;
+        for (uint i = 0; i < nrPages; i++)
+        {
+            var entry = kind switch
+            {
+                PageKind.Present => PageEntry.Present(firstDataPage + i),
+                PageKind.Lazy => PageEntry.Lazy,
+                _ => PageEntry.Parent,
+            };
+            var previous = t.Index.Set(first + i, entry);
+            if (previous.Kind != PageKind.None)
+            {
+                overwritten++;
+                if (previous.Kind == PageKind.Present)
+                {
+                    dead++;
+                }
+            }
+        }
+
+        t.DeadPages += dead;
+        t.LivePages -= dead;
+        _pagesOverwritten += overwritten;
+        _indexChunks += t.Index.Chunks - chunksBefore;
+    }
+
+    /// <summary>Appends the run's bytes at the end of <paramref name="t"/>'s data (the caller advances <see cref="TargetData.DataPages"/>).</summary>
+    private void Append(TargetData t, ReadOnlySequence<byte> data)
+    {
+        long offset = t.DataPages * PageSize;
+        if (_bufferLength > 0 && _bufferTarget != t)
+        {
+            FlushBuffer();
+        }
+
+        if (_bufferLength == 0)
+        {
+            if (data.IsSingleSegment && data.Length >= _buffer.Length)
+            {
+                // A large contiguous run: one write, no copy through the buffer.
+                WriteData(t, data.First.Span, offset);
+                return;
+            }
+
+            _bufferTarget = t;
+            _bufferFileOffset = offset;
+        }
+
+        foreach (var segment in data)
+        {
+            var span = segment.Span;
+            while (!span.IsEmpty)
+            {
+                int n = Math.Min(span.Length, _buffer.Length - _bufferLength);
+                span[..n].CopyTo(_buffer.AsSpan(_bufferLength));
+                _bufferLength += n;
+                span = span[n..];
+                if (_bufferLength == _buffer.Length)
+                {
+                    FlushBuffer();
+                }
+            }
+        }
+    }
+
+    /// <summary>Writes the buffered bytes to their data file (no sync). Caller holds the lock.</summary>
+    private void FlushBuffer()
+    {
+        if (_bufferLength == 0)
+        {
+            return;
+        }
+
+        WriteData(_bufferTarget!, _buffer.AsSpan(0, _bufferLength), _bufferFileOffset);
+        _bufferFileOffset += _bufferLength;
+        _bufferLength = 0;
+    }
+
+    private void WriteData(TargetData t, ReadOnlySpan<byte> bytes, long offset)
+    {
+        try
+        {
+            RandomAccess.Write(t.File.SafeFileHandle, bytes, offset);
+            t.Dirty = true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // What was indexed stays readable (in the file or still in the buffer); nothing more is accepted.
+            _failure ??= ex;
+            throw;
+        }
+    }
+}

@@ -1,0 +1,199 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Migration.PageServer.Pages;
+
+namespace Migration.PageServer.Store;
+
+/// <summary>
+/// The target host's page store of one migration. It receives the pages of every round
+/// (<see cref="IPageSink"/>), keeps the newest copy or mark of each page address, serves present pages back
+/// (<see cref="IPageSource"/>, for lazy restore) and composes the <c>pagemap-*.img</c> and <c>pages-N.img</c>
+/// images <c>criu restore</c> reads (<see cref="WriteImages"/>).
+/// </summary>
+/// <remarks>
+/// <para>Layout: in its directory, one append-only data file per target (<c>pid-ID.data</c>, <c>shmem-ID.data</c>,
+/// created with <see cref="FileMode.CreateNew"/>) holding every present page received in arrival order, and one
+/// in-memory <see cref="PageIndex"/> per target mapping page address to the newest copy's place in that file (or to
+/// a lazy or parent mark). Superseded copies stay in the file (append-only; counted in <see cref="PageStoreStats.BytesStored"/>)
+/// until <see cref="Dispose"/> deletes the data files. Incoming pages are gathered into one write buffer per store
+/// (<see cref="PageStoreOptions.WriteBufferBytes"/>) and appended with large writes; a run that arrives in one
+/// contiguous block of at least that size is written directly.</para>
+/// <para>Threads: the <see cref="IPageSink"/> calls come from one caller at a time (the interface's contract).
+/// <see cref="ReadPages"/> and <see cref="Stats"/> may be called from any thread at any time, concurrently with
+/// the sink calls and with each other: one lock serializes them (reads see every page whose
+/// <see cref="WritePagesAsync"/> returned, including pages still in the write buffer). <see cref="CompleteRoundAsync"/>
+/// syncs to disk outside that lock; <see cref="WriteImages"/> holds it throughout (reads wait for it).</para>
+/// </remarks>
+public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
+{
+    /// <summary>
+    /// First <c>pages_id</c> <see cref="WriteImages"/> numbers from: CRIU's standalone page server starts there too
+    /// (criu/page-xfer.c), above the ids a dump numbers from 1, so the two never collide in one directory.
+    /// </summary>
+    public const uint DefaultFirstPagesId = 0x10000;
+
+    private const int PageSize = PageFacts.PageSize;
+
+    private readonly Lock _gate = new();
+    private readonly string _directory;
+    private readonly PageStoreOptions _options;
+    private readonly ILogger _logger;
+    private readonly Dictionary<PageTarget, TargetData> _targets = [];
+    private readonly byte[] _buffer;
+
+    // The write buffer: _bufferLength bytes for _bufferTarget's data file, from file offset _bufferFileOffset.
+    private TargetData? _bufferTarget;
+    private long _bufferFileOffset;
+    private int _bufferLength;
+
+    private int _completedRounds;
+    private long _pagesReceived;
+    private long _pagesOverwritten;
+    private long _bytesStored;
+    private long _indexChunks;
+    private bool _filesCreated;
+    private bool _sealed;
+    private bool _disposed;
+    private Exception? _failure;
+
+    /// <summary>
+    /// A store writing only inside <paramref name="directory"/> (created if missing). Its data files are created
+    /// there as targets appear and deleted by <see cref="Dispose"/>.
+    /// </summary>
+    public PageStore(string directory, PageStoreOptions? options = null, ILogger<PageStore>? logger = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        _options = options ?? new PageStoreOptions();
+        _options.Validate();
+        _directory = Path.GetFullPath(directory);
+        Directory.CreateDirectory(_directory);
+        _logger = logger ?? NullLogger<PageStore>.Instance;
+        _buffer = GC.AllocateUninitializedArray<byte>(_options.WriteBufferBytes);
+    }
+
+    /// <summary>Named points where tests inject a failure (garnet's ExceptionInjectionHelper): the hook throws.</summary>
+    internal enum FaultPoint
+    {
+        /// <summary>In <see cref="WriteImages"/>, after a target's pages image was copied or moved into place.</summary>
+        PagesWritten,
+
+        /// <summary>In <see cref="WriteImages"/>, after a target's pagemap image was written.</summary>
+        PagemapWritten,
+    }
+
+    /// <summary>Test hook called at each <see cref="FaultPoint"/>; null in production.</summary>
+    internal Action<PageTarget, FaultPoint>? InjectFault { get; set; }
+
+    /// <summary>The directory holding the data files.</summary>
+    public string DataDirectory => _directory;
+
+    public PageStoreOptions Options => _options;
+
+    public PageStoreStats Stats
+    {
+        get
+        {
+            lock (_gate)
+            {
+                long live = 0;
+                foreach (var t in _targets.Values)
+                {
+                    live += t.LivePages;
+                }
+
+                return new PageStoreStats(_targets.Count, _completedRounds, _pagesReceived, _pagesOverwritten, _bytesStored, live);
+            }
+        }
+    }
+
+    /// <summary>Registers <paramref name="target"/>. The store keeps every round itself and has no parent image directory: always false.</summary>
+    public ValueTask<bool> OpenAsync(PageTarget target, CancellationToken ct)
+    {
+        ct.ThrowIfCancellationRequested();
+        lock (_gate)
+        {
+            ThrowIfNotWritable();
+            GetOrAddTarget(target);
+        }
+
+        return ValueTask.FromResult(false);
+    }
+
+    /// <summary>Closes the data files and deletes them (not the images <see cref="WriteImages"/> wrote or moved).</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            foreach (var t in _targets.Values)
+            {
+                t.Dispose();
+                if (t.DataPath is null)
+                {
+                    continue;
+                }
+
+                try
+                {
+                    File.Delete(t.DataPath);
+                }
+                catch (IOException ex)
+                {
+                    // Safe to swallow: the file lies in the migration's own directory, which its owner removes
+                    // with the migration; failing Dispose would hide the error that ended the migration.
+                    Log.DeleteFailed(_logger, t.DataPath, ex.Message);
+                }
+                catch (UnauthorizedAccessException ex)
+                {
+                    // Safe to swallow, as above.
+                    Log.DeleteFailed(_logger, t.DataPath, ex.Message);
+                }
+            }
+
+            _targets.Clear();
+        }
+    }
+
+    private TargetData GetOrAddTarget(PageTarget target)
+    {
+        if (_targets.TryGetValue(target, out var t))
+        {
+            return t;
+        }
+
+        if (target.Id == 0 || target.Type is not (PageImageType.Pid or PageImageType.Shmem))
+        {
+            throw new ArgumentException($"invalid page target (id {target.Id}, type {(byte)target.Type})", nameof(target));
+        }
+
+        if (_targets.Count >= _options.MaxTargets)
+        {
+            throw new PageStoreFullException(PageStoreLimit.Targets, target, _targets.Count + 1L, _options.MaxTargets);
+        }
+
+        t = TargetData.Create(target, _directory);
+        _targets.Add(target, t);
+        _filesCreated = true;
+        Log.TargetOpened(_logger, target.ToString(), t.DataPath!);
+        return t;
+    }
+
+    private void ThrowIfNotWritable()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_failure is not null)
+        {
+            throw new InvalidOperationException($"page store in {_directory} failed earlier and takes no more pages: {_failure.Message}", _failure);
+        }
+
+        if (_sealed)
+        {
+            throw new InvalidOperationException($"page store in {_directory} already wrote its images; it takes no more pages");
+        }
+    }
+}
