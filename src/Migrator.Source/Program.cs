@@ -21,6 +21,8 @@ var keepImages = new Option<bool>("--keep-images") { Description = "Keep the sta
 var tcpEstablished = new Option<bool>("--tcp-established") { Description = "Migrate established TCP connections (CRIU repair mode, nftables network lock)" };
 var shellJob = new Option<bool>("--shell-job") { Description = "The tree is a job of a shell (its session/group lead is outside the tree)" };
 var timeout = new Option<int>("--timeout") { Description = "Seconds the target gets to receive and restore while the workload is frozen; past it the source resumes", DefaultValueFactory = _ => 600 };
+var compress = new Option<string>("--compress") { Description = "LZ4 on the page stream: auto (on unless the target is on loopback, where the link is not the bottleneck), always, never. Zero pages are elided always", DefaultValueFactory = _ => "auto" };
+compress.AcceptOnlyFromAmong("auto", "always", "never");
 var dryRun = new Option<bool>("--dry-run") { Description = "Move the memory and images to the target and discard them there; the tree keeps running here. Measures what a migration would move and how fast" };
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging on stderr" };
 var pidArg = new Argument<int>("PID") { Description = "Root of the process tree to migrate" };
@@ -36,7 +38,7 @@ var root = new RootCommand("""
     2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy.
     """)
 {
-    to, tokenFile, mode, json, workDir, logDir, keepImages, tcpEstablished, shellJob, timeout, dryRun, verbose, pidArg,
+    to, tokenFile, mode, json, workDir, logDir, keepImages, tcpEstablished, shellJob, timeout, compress, dryRun, verbose, pidArg,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -99,8 +101,15 @@ root.SetAction(async (parse, ct) =>
             var target = new AgentClient(channel, options.CallTimeout);
             var criu = new CriuClient(new CriuOptions(), loggers.CreateLogger<CriuClient>());
             // Pages go from CRIU to the agent's page store on the page stream (its port comes with Begin).
+            var compression = parse.GetValue(compress) switch
+            {
+                "always" => true,
+                "never" => false,
+                _ => !endpoint.IsLoopback,
+            };
+            var codec = new Migration.PageServer.Streaming.PageFrameWriterOptions(disableCompression: !compression);
             var migration = new SourceMigration(criu, target, options, loggers.CreateLogger<SourceMigration>(), TimeProvider.System,
-                (begun, c) => SourcePageTransport.StartAsync(endpoint with { Port = begun.PagePort }, credentials, begun.Id, loggers, c));
+                (begun, c) => SourcePageTransport.StartAsync(endpoint with { Port = begun.PagePort }, credentials, begun.Id, loggers, c, codec));
             var progress = new SyncProgress(p => Console.Error.WriteLine($"[{p.Phase.ToString().ToLowerInvariant()}] {p.Message}"));
             Log.Information("migrating pid {Pid} to {Target} ({Mode}), log {LogPath}", pid, endpoint.ToString(), options.Mode, logPath);
             MigrationResult r;

@@ -115,7 +115,24 @@ public sealed partial class PageStreamListener(
             throw new TargetRequestException(TargetError.FailedPrecondition, $"migration {m.Id} takes no page stream ({m.State.ToString().ToLowerInvariant()})");
         }
 
-        return pages.Claim();
+        var sink = pages.Claim();
+        return agent.Options.Faults.Contains(Faults.CutPages) ? new FailingSink(sink, afterBatches: 64) : sink;
+    }
+
+    /// <summary>Fault injection: a sink that fails part way, as a full disk or a broken store would.</summary>
+    private sealed class FailingSink(IPageSink inner, int afterBatches) : IPageSink
+    {
+        private int _batches;
+
+        public ValueTask<bool> OpenAsync(PageTarget target, CancellationToken ct) => inner.OpenAsync(target, ct);
+
+        public ValueTask WritePagesAsync(PageTarget target, ulong vaddr, uint nrPages, Engine.Images.PagemapFlags flags,
+            System.Buffers.ReadOnlySequence<byte> data, CancellationToken ct) =>
+            ++_batches > afterBatches
+                ? throw new IOException($"fault injected ({Faults.CutPages}): page store failed after {afterBatches} batches")
+                : inner.WritePagesAsync(target, vaddr, nrPages, flags, data, ct);
+
+        public ValueTask CompleteRoundAsync(CancellationToken ct) => inner.CompleteRoundAsync(ct);
     }
 
     [LoggerMessage(EventId = 700, Level = LogLevel.Information, Message = "page streams accepted on {Endpoints}")]

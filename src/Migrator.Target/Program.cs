@@ -18,13 +18,14 @@ var tokenFile = new Option<string>("--token-file") { Description = "File holding
 var workDir = new Option<string>("--work-dir") { Description = "Per-migration work directories are created here", DefaultValueFactory = _ => "/var/lib/migrate/agent" };
 var logDir = new Option<string>("--log-dir") { Description = "Agent log file directory (CRIU logs stay in each migration's work directory)", DefaultValueFactory = _ => "/var/log/migrate" };
 var pagePort = new Option<int>("--page-port") { Description = "Port for page streams on the --listen address (0: the --listen port + 1)", DefaultValueFactory = _ => 0 };
+var fsyncPages = new Option<bool>("--fsync-pages") { Description = "Acknowledge page rounds only once on disk (fsync); by default once written out of the agent's memory, which is all a migration needs" };
 var reserveMib = new Option<int>("--reserve-mib") { Description = "Free disk space (MiB) never used for images", DefaultValueFactory = _ => 256 };
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging" };
 var faults = new Option<string[]>("--inject-fault") { Description = $"Test only: fault points to hit ({string.Join(", ", Faults.All)})", Hidden = true, AllowMultipleArgumentsPerToken = false };
 
 var root = new RootCommand("migrate-agent: the target side of live process migration. Receives images from `migrate`, restores them with CRIU, and resumes the restored tree only when the source confirms its copy is gone.")
 {
-    listen, tokenFile, pagePort, workDir, logDir, reserveMib, verbose, faults,
+    listen, tokenFile, pagePort, workDir, logDir, reserveMib, fsyncPages, verbose, faults,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -115,10 +116,11 @@ root.SetAction(async (parse, ct) =>
             return 2;
         }
 
+        bool syncPages = parse.GetValue(fsyncPages);
         builder.Services.AddSingleton(new PageStreamOptions(addresses, pages));
         builder.Services.AddSingleton(sp => new TargetAgent(
             sp.GetRequiredService<CriuClient>(), options, sp.GetRequiredService<ILoggerFactory>(),
-            (dir, maxBytes) => new PageStoreAttachment(new PageStore(dir, new PageStoreOptions { MaxBytes = (long)Math.Min(maxBytes, long.MaxValue) },
+            (dir, maxBytes) => new PageStoreAttachment(new PageStore(dir, new PageStoreOptions { MaxBytes = (long)Math.Min(maxBytes, long.MaxValue), SyncToDisk = syncPages },
                 sp.GetRequiredService<ILogger<PageStore>>()))));
         builder.Services.AddHostedService<PageStreamListener>();
         builder.Services.AddSingleton<AgentService>();

@@ -206,6 +206,12 @@ public sealed partial class SourceMigration(
         if (sourceAlive || !restoredOnTarget)
         {
             var reason = Describe(dumpFailure) ?? "source tree still running after the dump";
+            if (pages is not null && dumpFailure is not null && await PageFailureAsync(pages).ConfigureAwait(false) is { } pageFailure)
+            {
+                // CRIU only saw its page-server connection fail; the page stream knows why.
+                reason = $"{pageFailure} (criu: {reason})";
+            }
+
             await AbortTargetAsync(id, reason).ConfigureAwait(false);
 
             var phase = dumpFailure is CriuNotifyHandlerException ? (transferDone == 0 ? MigrationPhase.Transfer : MigrationPhase.Restore) : MigrationPhase.Dump;
@@ -250,6 +256,24 @@ public sealed partial class SourceMigration(
         };
         LogCommitted(id, targetPid, result.Frozen.TotalMilliseconds, result.Total.TotalMilliseconds, bytesSent);
         return result;
+    }
+
+    /// <summary>The page transport's failure, if it failed (it may take a moment to finish failing).</summary>
+    private static async Task<string?> PageFailureAsync(IPageTransport pages)
+    {
+        try
+        {
+            await pages.Completion.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            return null;
+        }
+        catch (TimeoutException)
+        {
+            return null;
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            return ex.Message;
+        }
     }
 
     private async Task CommitAsync(string id, int targetPid, CancellationToken ct)

@@ -31,5 +31,8 @@ public static class Faults
     /// <summary>The transfer is cut: the agent drops the connection on the second image chunk.</summary>
     public const string CutTransfer = "cut-transfer";
 
-    public static readonly string[] All = [Restore, CutTransfer];
+    /// <summary>The page stream breaks: the agent's page store fails after the first batches of pages.</summary>
+    public const string CutPages = "cut-pages";
+
+    public static readonly string[] All = [Restore, CutTransfer, CutPages];
 }

@@ -61,8 +61,9 @@ public sealed partial class PageStore
     }
 
     /// <summary>
-    /// Writes out the write buffer and syncs every data file written since the last round (Flush(true), fsync) and,
-    /// when files were created, the directory; returns only then: an acknowledged round survives a crash. Counts the round.
+    /// Writes out the write buffer (the round's pages are then in the files, out of this process) and, with
+    /// <see cref="PageStoreOptions.SyncToDisk"/>, syncs every data file written since the last round and, when files
+    /// were created, the directory (an acknowledged round then survives a machine crash too). Counts the round.
     /// </summary>
     public ValueTask CompleteRoundAsync(CancellationToken ct)
     {
@@ -81,14 +82,17 @@ public sealed partial class PageStore
         try
         {
             // Outside the lock: ReadPages need not wait for the disk. No sink call runs meanwhile (one caller at a time).
-            foreach (var t in dirty)
+            if (_options.SyncToDisk)
             {
-                t.File.Flush(flushToDisk: true);
-            }
+                foreach (var t in dirty)
+                {
+                    t.File.Flush(flushToDisk: true);
+                }
 
-            if (syncDirectory)
-            {
-                DirectorySync.Flush(_directory);
+                if (syncDirectory)
+                {
+                    DirectorySync.Flush(_directory);
+                }
             }
         }
         catch (IOException ex)

@@ -42,6 +42,14 @@ public sealed record PageStoreOptions
     /// <summary>Bytes the data files may hold in all, superseded copies included (they stay until the store is disposed).</summary>
     public long MaxBytes { get; init; } = DefaultMaxBytes;
 
+    /// <summary>
+    /// Whether a round's acknowledgement waits for the disk (fsync of the data files and the directory). Off by default:
+    /// an acknowledged round is always written out of the agent's memory into the files (it survives the agent's crash),
+    /// and nothing in a migration needs it to survive the machine's: the source keeps its copy until the target has
+    /// restored, and after that the pages live in the restored process. On for a store meant to outlive a reboot.
+    /// </summary>
+    public bool SyncToDisk { get; init; }
+
     /// <summary>Distinct targets (pagemaps) the store accepts.</summary>
     public int MaxTargets { get; init; } = DefaultMaxTargets;
 

@@ -138,7 +138,7 @@ public static class PageStreamReceiver
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException && !ct.IsCancellationRequested)
         {
-            error ??= $"connection failed: {ex.Message}";
+            error ??= ex is IOException && sink is not null ? ex.Message : $"connection failed: {ex.Message}";
         }
         catch (Exception ex) when (ex is InvalidOperationException or ArgumentException or Store.PageStoreFullException or UnauthorizedAccessException)
         {

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.IO.Pipelines;
+using System.Threading.Channels;
 using Migration.Engine.Images;
 using Migration.PageServer.Pages;
 using Migration.PageServer.Streaming;
@@ -9,22 +10,38 @@ namespace Migration.PageServer.Transport;
 
 
 /// <summary>
-/// The source end of a migration's page stream, as an <see cref="IPageSink"/>: pages are encoded (zero pages
-/// elided, LZ4, checksummed) on the caller's thread into a pipe, a send loop drains the pipe to the
-/// connection, and a receive loop takes the target's round acknowledgements. So reading from CRIU,
-/// compressing and sending overlap, and the pipe's thresholds give backpressure. A round counts as delivered
-/// only when the target acknowledged it durable.
+/// The source end of a migration's page stream, as an <see cref="IPageSink"/>, in three stages that overlap:
+/// the caller (CRIU's session) copies each run into a pooled buffer and queues it; an encoder task encodes
+/// the queue in order (zero pages elided, LZ4, checksummed) into a pipe; a send loop drains the pipe to the
+/// connection. A receive loop takes the target's round acknowledgements. The bounded queue and the pipe's
+/// thresholds give backpressure. A round counts as delivered only when the target acknowledged it.
 /// </summary>
 public sealed class PageStreamSender : IPageSink, IAsyncDisposable
 {
     /// <summary>Encoded bytes buffered ahead of the link: a few batches, so compression never waits on one send.</summary>
     public const long PauseWriterBytes = 8 << 20;
 
+    /// <summary>Runs queued for the encoder (each up to 1 MiB): enough that CRIU's reads never wait on one batch's compression.</summary>
+    public const int QueuedRuns = 8;
+
+    private enum WorkKind
+    {
+        Open,
+        Pages,
+        RoundEnd,
+        End,
+    }
+
+    /// <summary>One item for the encoder, in stream order. Pages own a pooled buffer the encoder returns.</summary>
+    private readonly record struct Work(WorkKind Kind, PageTarget Target, ulong Vaddr, uint NrPages, PagemapFlags Flags, byte[]? Buffer, int Length, ulong Round);
+
     private readonly Stream _connection;
     private readonly Pipe _pipe = new(new PipeOptions(pauseWriterThreshold: PauseWriterBytes, resumeWriterThreshold: PauseWriterBytes / 2, useSynchronizationContext: false));
     private readonly PageFrameWriter _writer;
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource> _acks = new();
     private readonly CancellationTokenSource _stop = new();
+    private readonly Channel<Work> _queue = Channel.CreateBounded<Work>(new BoundedChannelOptions(QueuedRuns) { SingleReader = true, SingleWriter = true });
+    private readonly Task _encodeLoop;
     private readonly Task _sendLoop;
     private readonly Task _receiveLoop;
     private readonly TimeProvider _time;
@@ -41,6 +58,7 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
         _started = _time.GetTimestamp();
         _writer = new PageFrameWriter(_pipe.Writer, options);
         _writer.WriteHello(migrationId);
+        _encodeLoop = Task.Run(EncodeLoopAsync);
         _sendLoop = Task.Run(SendLoopAsync);
         _receiveLoop = Task.Run(ReceiveLoopAsync);
     }
@@ -54,9 +72,7 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
 
     public async ValueTask<bool> OpenAsync(PageTarget target, CancellationToken ct)
     {
-        ThrowIfFailed();
-        _writer.WriteOpen(target);
-        await FlushAsync(ct).ConfigureAwait(false);
+        await EnqueueAsync(new Work(WorkKind.Open, target, 0, 0, 0, null, 0, 0), ct).ConfigureAwait(false);
 
         // Every round is complete in the target's store: no parent images on the wire.
         return false;
@@ -64,18 +80,22 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
 
     public async ValueTask WritePagesAsync(PageTarget target, ulong vaddr, uint nrPages, PagemapFlags flags, ReadOnlySequence<byte> data, CancellationToken ct)
     {
-        ThrowIfFailed();
-        _stats += _writer.WritePages(target, vaddr, nrPages, flags, data);
-        await FlushAsync(ct).ConfigureAwait(false);
+        byte[]? buffer = null;
+        if (!data.IsEmpty)
+        {
+            // The data is valid only during this call: copy it (about 0.1 ms per MiB) so encoding can run behind.
+            buffer = ArrayPool<byte>.Shared.Rent(checked((int)data.Length));
+            data.CopyTo(buffer);
+        }
+
+        await EnqueueAsync(new Work(WorkKind.Pages, target, vaddr, nrPages, flags, buffer, (int)data.Length, 0), ct).ConfigureAwait(false);
     }
 
     public async ValueTask CompleteRoundAsync(CancellationToken ct)
     {
-        ThrowIfFailed();
         ulong round = ++_round;
         var ack = _acks.GetOrAdd(round, _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
-        _writer.WriteRoundEnd(round);
-        await FlushAsync(ct).ConfigureAwait(false);
+        await EnqueueAsync(new Work(WorkKind.RoundEnd, default, 0, 0, 0, null, 0, round), ct).ConfigureAwait(false);
         await ack.Task.WaitAsync(ct).ConfigureAwait(false);
         Interlocked.Increment(ref _roundsAcked);
     }
@@ -83,41 +103,104 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
     /// <summary>Ends the stream (END) after the last acknowledged round and waits for the bytes to leave.</summary>
     public async Task FinishAsync(CancellationToken ct)
     {
-        ThrowIfFailed();
-        _writer.WriteEnd();
-        await FlushAsync(ct).ConfigureAwait(false);
-        await _pipe.Writer.CompleteAsync().ConfigureAwait(false);
+        await EnqueueAsync(new Work(WorkKind.End, default, 0, 0, 0, null, 0, 0), ct).ConfigureAwait(false);
+        _queue.Writer.TryComplete();
+        await _encodeLoop.WaitAsync(ct).ConfigureAwait(false);
         await _sendLoop.WaitAsync(ct).ConfigureAwait(false);
         ThrowIfFailed();
     }
 
-    /// <summary>Tells the target why the stream ends early (best effort) and closes it.</summary>
-    public async Task AbortAsync(string reason)
+    private async ValueTask EnqueueAsync(Work work, CancellationToken ct)
     {
-        if (_failure is null)
+        ThrowIfFailed();
+        try
         {
-            try
-            {
-                _writer.WriteError(reason);
-                await _pipe.Writer.FlushAsync().ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is InvalidOperationException or IOException or ObjectDisposedException)
-            {
-                // The stream is already broken; the target sees the connection end instead.
-            }
+            await _queue.Writer.WriteAsync(work, ct).ConfigureAwait(false);
         }
-
-        Fail(reason);
-    }
-
-    private async ValueTask FlushAsync(CancellationToken ct)
-    {
-        var result = await _pipe.Writer.FlushAsync(ct).ConfigureAwait(false);
-        if (result.IsCompleted)
+        catch (ChannelClosedException)
         {
+            Return(work);
             ThrowIfFailed();
             throw new IOException("page stream closed");
         }
+    }
+
+    /// <summary>The encoder: turns queued work into frames, in order, and flushes them to the send loop.</summary>
+    private async Task EncodeLoopAsync()
+    {
+        try
+        {
+            await foreach (var work in _queue.Reader.ReadAllAsync(_stop.Token).ConfigureAwait(false))
+            {
+                try
+                {
+                    switch (work.Kind)
+                    {
+                        case WorkKind.Open:
+                            _writer.WriteOpen(work.Target);
+                            break;
+                        case WorkKind.Pages:
+                            var data = work.Buffer is null ? ReadOnlySequence<byte>.Empty : new ReadOnlySequence<byte>(work.Buffer, 0, work.Length);
+                            _stats += _writer.WritePages(work.Target, work.Vaddr, work.NrPages, work.Flags, data);
+                            break;
+                        case WorkKind.RoundEnd:
+                            _writer.WriteRoundEnd(work.Round);
+                            break;
+                        case WorkKind.End:
+                            _writer.WriteEnd();
+                            break;
+                    }
+                }
+                finally
+                {
+                    Return(work);
+                }
+
+                var flushed = await _pipe.Writer.FlushAsync(_stop.Token).ConfigureAwait(false);
+                if (flushed.IsCompleted)
+                {
+                    break;
+                }
+
+                if (work.Kind == WorkKind.End)
+                {
+                    break;
+                }
+            }
+
+            await _pipe.Writer.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or ArgumentException)
+        {
+            Fail($"encoding pages failed: {ex.Message}");
+            await _pipe.Writer.CompleteAsync(ex).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Whatever is still queued will never be sent: give its buffers back.
+            while (_queue.Reader.TryRead(out var left))
+            {
+                Return(left);
+            }
+        }
+    }
+
+    private static void Return(Work work)
+    {
+        if (work.Buffer is { } b)
+        {
+            ArrayPool<byte>.Shared.Return(b);
+        }
+    }
+
+    /// <summary>
+    /// Ends the stream early. The target learns it from the closed connection (its receiver then fails the
+    /// migration's pages); nothing more is written, since the encoder may be mid-frame.
+    /// </summary>
+    public Task AbortAsync(string reason)
+    {
+        Fail(reason);
+        return Task.CompletedTask;
     }
 
     private async Task SendLoopAsync()
@@ -227,6 +310,7 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
                 ack.TrySetException(new IOException(reason));
             }
 
+            _queue.Writer.TryComplete();
             _stop.Cancel();
         }
     }
@@ -241,18 +325,10 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        _queue.Writer.TryComplete();
         _stop.Cancel();
-        try
-        {
-            await _pipe.Writer.CompleteAsync().ConfigureAwait(false);
-        }
-        catch (InvalidOperationException)
-        {
-            // Already completed by FinishAsync.
-        }
-
         await _connection.DisposeAsync().ConfigureAwait(false);
-        await Task.WhenAll(_sendLoop, _receiveLoop).ConfigureAwait(false);
+        await Task.WhenAll(_encodeLoop, _sendLoop, _receiveLoop).ConfigureAwait(false);
         _writer.Dispose();
         _stop.Dispose();
     }

@@ -23,7 +23,7 @@ public sealed class Workload : IAsyncDisposable
 
     public int Port { get; }
 
-    public static async Task<Workload> StartAsync(TestHosts hosts, int mib, int port = 9000, bool mix = true, int writeRate = 0)
+    public static async Task<Workload> StartAsync(TestHosts hosts, int mib, int port = 9000, bool mix = true, int writeRate = 0, bool zeroPresent = false)
     {
         var dataFile = Path.Combine(hosts.Root, $"memwork-{Guid.NewGuid():N}.dat");
         var args = new List<string>(TestHosts.On(hosts.Source))
@@ -35,6 +35,11 @@ public sealed class Workload : IAsyncDisposable
         if (mix)
         {
             args.Add("--mix");
+        }
+
+        if (zeroPresent)
+        {
+            args.Add("--zero-present");
         }
 
         if (writeRate > 0)
