@@ -179,12 +179,25 @@ public sealed partial class PageStore
         int chunksBefore = t.Index.Chunks;
         long overwritten = 0;
         long dead = 0;
+        if (kind == PageKind.Parent && t.Parent is { } parent)
+        {
+            // Every page of a PARENT run must be in the parent layout; check all before changing anything.
+            for (uint i = 0; i < nrPages; i++)
+            {
+                if (parent.Get(first + i).Kind != PageKind.Present)
+                {
+                    throw new InvalidOperationException($"{t.Target}: PARENT page 0x{(first + i) * PageSize:x} has no earlier copy in the store");
+                }
+            }
+        }
+
         for (uint i = 0; i < nrPages; i++)
         {
             var entry = kind switch
             {
                 PageKind.Present => PageEntry.Present(firstDataPage + i),
                 PageKind.Lazy => PageEntry.Lazy,
+                _ when t.Parent is { } p => p.Get(first + i),
                 _ => PageEntry.Parent,
             };
             var previous = t.Index.Set(first + i, entry);
@@ -200,6 +213,11 @@ public sealed partial class PageStore
 
         t.DeadPages += dead;
         t.LivePages -= dead;
+        if (kind == PageKind.Parent && t.Parent is not null)
+        {
+            t.LivePages += nrPages; // resolved to the parent's copies, which the new layout now uses
+        }
+
         _pagesOverwritten += overwritten;
         _indexChunks += t.Index.Chunks - chunksBefore;
     }

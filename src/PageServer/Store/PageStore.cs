@@ -106,13 +106,28 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
         }
     }
 
-    /// <summary>Registers <paramref name="target"/>. The store keeps every round itself and has no parent image directory: always false.</summary>
+    /// <summary>
+    /// Registers <paramref name="target"/>. Opening a target the store already holds pages of starts a fresh layout
+    /// for it, as CRIU's OPEN2 starts a fresh pagemap image over a parent: what was held becomes the parent, PARENT
+    /// runs from now on take their pages from it, and a page the new layout does not mention is not in the images
+    /// (it was unmapped or dropped since). Returns whether there is such a parent. Pre-copy relies on this: its
+    /// rounds fill the store, then the final dump opens every target again and sends only what changed.
+    /// </summary>
     public ValueTask<bool> OpenAsync(PageTarget target, CancellationToken ct)
     {
         ct.ThrowIfCancellationRequested();
         lock (_gate)
         {
             ThrowIfNotWritable();
+            if (_targets.TryGetValue(target, out var existing) && existing.Index.Count > 0)
+            {
+                existing.Parent = existing.Index;
+                existing.Index = new PageIndex();
+                existing.Ascending = false; // the data file now holds pages the new layout does not use
+                existing.LivePages = 0;
+                return ValueTask.FromResult(true);
+            }
+
             GetOrAddTarget(target);
         }
 

@@ -23,7 +23,13 @@ internal sealed class TargetData : IDisposable
     /// <summary>Unbuffered (bufferSize 0): written and read with <see cref="RandomAccess"/> on its handle, flushed with Flush(true).</summary>
     public FileStream File { get; }
 
-    public PageIndex Index { get; } = new();
+    public PageIndex Index { get; set; } = new();
+
+    /// <summary>
+    /// The layout before the target was opened again (CRIU's parent image): PARENT runs of the current layout take
+    /// their pages from here. Null until a second OPEN.
+    /// </summary>
+    public PageIndex? Parent { get; set; }
 
     /// <summary>Pages appended to the data file (the ones still in the store's write buffer included).</summary>
     public long DataPages { get; set; }

@@ -59,9 +59,9 @@ public sealed class PageStoreCriuTests : IDisposable
             using var store = new PageStore(_tmp.Sub("store"));
             var resend = await FeedRoundOneAsync(store, dumpDir, dumped);
             await store.CompleteRoundAsync(CancellationToken.None);
+            // Round 2 adds to the same layout (no second OPEN: that would start a fresh one, see PageStoreReopenTests).
             foreach (var (target, vaddr, data) in resend)
             {
-                await store.OpenAsync(target, CancellationToken.None);
                 await store.WritePagesAsync(target, vaddr, (uint)(data.Length / PageFacts.PageSize), PagemapFlags.Present, new ReadOnlySequence<byte>(data), CancellationToken.None);
             }
 
