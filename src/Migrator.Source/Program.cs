@@ -12,8 +12,10 @@ using Serilog.Extensions.Logging;
 
 var to = new Option<string>("--to") { Description = "The target agent, HOST:PORT (migrate-agent --listen)", Required = true };
 var tokenFile = new Option<string>("--token-file") { Description = "File holding the shared secret token (mode 600); the agent uses the same one", Required = true };
-var mode = new Option<string>("--mode") { Description = "cold: freeze, dump, transfer, restore", DefaultValueFactory = _ => "cold" };
-mode.AcceptOnlyFromAmong("cold");
+var mode = new Option<string>("--mode") { Description = "precopy: copy memory while the workload runs (userfaultfd write-protect dirty tracking), then freeze briefly for the rest; cold: freeze, dump, transfer, restore", DefaultValueFactory = _ => "precopy" };
+mode.AcceptOnlyFromAmong("precopy", "cold");
+var maxIterations = new Option<int>("--max-iterations") { Description = "Pre-copy iterations at most, the full first copy included", DefaultValueFactory = _ => 8 };
+var maxDowntime = new Option<int>("--max-downtime") { Description = "Milliseconds the final dirty set may take to move at the measured rate: pre-copy stops once it fits", DefaultValueFactory = _ => 300 };
 var json = new Option<bool>("--json") { Description = "Print the result as one JSON object on the last line of stdout" };
 var workDir = new Option<string>("--work-dir") { Description = "Staging directory for the dump (removed afterwards; CRIU logs kept)", DefaultValueFactory = _ => "/var/lib/migrate/source" };
 var logDir = new Option<string>("--log-dir") { Description = "Directory for this command's log file", DefaultValueFactory = _ => "/var/log/migrate" };
@@ -38,7 +40,7 @@ var root = new RootCommand("""
     2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy.
     """)
 {
-    to, tokenFile, mode, json, workDir, logDir, keepImages, tcpEstablished, shellJob, timeout, compress, dryRun, verbose, pidArg,
+    to, tokenFile, mode, maxIterations, maxDowntime, json, workDir, logDir, keepImages, tcpEstablished, shellJob, timeout, compress, dryRun, verbose, pidArg,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -94,6 +96,11 @@ root.SetAction(async (parse, ct) =>
             Mode = parse.GetValue(mode)!,
             CutoverTimeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(timeout))),
             DryRun = parse.GetValue(dryRun),
+            Precopy = new PrecopyPolicy
+            {
+                MaxIterations = Math.Max(1, parse.GetValue(maxIterations)),
+                MaxDowntime = TimeSpan.FromMilliseconds(Math.Max(1, parse.GetValue(maxDowntime))),
+            },
         };
         using (credentials)
         using (var channel = new ControlChannel(endpoint, credentials, TimeSpan.FromSeconds(10)))
@@ -133,7 +140,16 @@ root.SetAction(async (parse, ct) =>
                 Console.Out.WriteLine($"  pages    {p.Pages} ({p.Pages * 4096 / 1048576.0:0.0} MiB, {p.ZeroPages} zero), {p.WireBytes / 1048576.0:0.0} MiB on the wire, ratio {p.CompressionRatio:0.00}, {p.BytesPerSecond / 1048576.0:0} MiB/s");
             }
 
-            Console.Out.WriteLine($"  frozen   {r.Frozen.TotalMilliseconds:0} ms (dump {r.Dump.TotalMilliseconds:0}, transfer {r.Transfer.TotalMilliseconds:0}, restore {r.Restore.TotalMilliseconds:0})");
+            if (r.Iterations.Count > 0)
+            {
+                Console.Out.WriteLine($"  precopy  {r.Iterations.Count} iterations, {r.Iterations.Sum(i => i.PagesSent)} pages; stopped: {r.PrecopyNote}");
+            }
+            else if (r.PrecopyNote is not null)
+            {
+                Console.Out.WriteLine($"  precopy  not used: {r.PrecopyNote}");
+            }
+
+            Console.Out.WriteLine($"  frozen   {r.Frozen.TotalMilliseconds:0} ms, {r.BytesFrozen / 1048576.0:0.0} MiB moved while frozen (dump {r.Dump.TotalMilliseconds:0}, transfer {r.Transfer.TotalMilliseconds:0}, restore {r.Restore.TotalMilliseconds:0})");
             Console.Out.WriteLine($"  total    {r.Total.TotalMilliseconds:0} ms");
             if (asJson)
             {
@@ -150,8 +166,21 @@ root.SetAction(async (parse, ct) =>
                     ["transferMs"] = Math.Round(r.Transfer.TotalMilliseconds, 1),
                     ["restoreMs"] = Math.Round(r.Restore.TotalMilliseconds, 1),
                     ["bytesSent"] = r.BytesSent,
+                    ["bytesFrozen"] = r.BytesFrozen,
                     ["imageFiles"] = r.ImageFiles,
+                    ["iterations"] = r.Iterations.Count,
+                    ["iterationDetails"] = r.Iterations.Select(i => new Dictionary<string, object>
+                    {
+                        ["pagesSent"] = i.PagesSent,
+                        ["wireBytes"] = i.BytesOnWire,
+                        ["dirtyPages"] = i.DirtyPagesFound,
+                        ["ms"] = Math.Round(i.Elapsed.TotalMilliseconds, 1),
+                    }).ToArray(),
                 };
+                if (r.PrecopyNote is not null)
+                {
+                    doc["precopyStop"] = r.PrecopyNote;
+                }
                 if (r.Pages is { } ps)
                 {
                     doc["pages"] = ps.Pages;

@@ -45,7 +45,7 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
 
     private Task<BeginReply> Begin(BeginRequest req, CallContext ctx)
     {
-        if (req.Mode != "cold")
+        if (req.Mode is not ("cold" or "precopy"))
         {
             throw new TargetRequestException(TargetError.InvalidArgument, $"mode '{Clip(req.Mode)}' is not supported");
         }

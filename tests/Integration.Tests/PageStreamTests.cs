@@ -39,24 +39,49 @@ public sealed class PageStreamTests(ITestOutputHelper output)
     }
 
     [RequiresRootFact]
-    public async Task BrokenPageStreamResumesSource()
+    public async Task BrokenPageStreamDuringTheDumpResumesSource()
     {
-        await using var hosts = await TestHosts.CreateAsync();
+        var (hosts, agent, workload, result, json) = await MigrateIntoBrokenStoreAsync("cold");
+        await using (hosts)
+        await using (agent)
+        await using (workload)
+        {
+            Assert.Single(workload.Pids());
+            Assert.Equal(1, result.ExitCode);
+            Assert.Equal("running-on-source", json.GetProperty("workload").GetString());
+            Assert.Contains("page store failed", json.GetProperty("error").GetString(), StringComparison.Ordinal);
+            Assert.Equal("ok", (await workload.StatusAsync(hosts.Source))["verify"]);
+        }
+    }
+
+    [RequiresRootFact]
+    public async Task BrokenPageStreamDuringPrecopyNeverFreezes()
+    {
+        var (hosts, agent, workload, result, json) = await MigrateIntoBrokenStoreAsync("precopy");
+        await using (hosts)
+        await using (agent)
+        await using (workload)
+        {
+            Assert.Single(workload.Pids());
+            Assert.Equal(1, result.ExitCode);
+            Assert.Equal("precopy", json.GetProperty("phase").GetString());
+            Assert.Equal("untouched", json.GetProperty("workload").GetString());
+            Assert.Contains("page store failed", json.GetProperty("error").GetString(), StringComparison.Ordinal);
+            Assert.Equal("ok", (await workload.StatusAsync(hosts.Source))["verify"]);
+        }
+    }
+
+    /// <summary>A migration into an agent whose page store fails after its first batches.</summary>
+    private async Task<(TestHosts, Agent, Workload, CommandResult, System.Text.Json.JsonElement)> MigrateIntoBrokenStoreAsync(string mode)
+    {
+        var hosts = await TestHosts.CreateAsync();
         var token = hosts.NewToken();
-        await using var agent = await Agent.StartAsync(hosts, token, "--inject-fault", "cut-pages");
-        await using var workload = await Workload.StartAsync(hosts, mib: 64);
+        var agent = await Agent.StartAsync(hosts, token, "--inject-fault", "cut-pages");
+        var workload = await Workload.StartAsync(hosts, mib: 64);
         int pid = workload.SinglePid();
-
-        var (result, json) = await MigrateCommand.RunAsync(hosts, agent.Endpoint, token, pid);
+        var (result, json) = await MigrateCommand.RunAsync(hosts, agent.Endpoint, token, pid, "--mode", mode);
         output.WriteLine(result.ToString());
-
-        Assert.Equal(1, result.ExitCode);
-        Assert.Equal("running-on-source", json.GetProperty("workload").GetString());
-        Assert.Equal(pid, workload.SinglePid());
-        var status = await workload.StatusAsync(hosts.Source);
-        Assert.Equal("ok", status["verify"]);
-        // The target's reason reached the source's user.
-        Assert.Contains("page store failed", json.GetProperty("error").GetString(), StringComparison.Ordinal);
+        return (hosts, agent, workload, result, json);
     }
 
     [RequiresRootFact]

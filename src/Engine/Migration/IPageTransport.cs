@@ -41,4 +41,28 @@ public interface IPageTransport : IAsyncDisposable
 
     /// <summary>Live totals, for progress displays.</summary>
     PageTransferStats Snapshot();
+
+    // Pre-copy: rounds of pages the engine reads itself from the running tree, before CRIU's final dump.
+
+    /// <summary>Opens a task's pagemap on the stream (once per task, before its first pages).</summary>
+    ValueTask OpenTaskAsync(int vpid, CancellationToken ct);
+
+    /// <summary>Sends whole pages of task <paramref name="vpid"/> from <paramref name="vaddr"/>.</summary>
+    ValueTask SendPagesAsync(int vpid, ulong vaddr, ReadOnlyMemory<byte> pages, CancellationToken ct);
+
+    /// <summary>Ends a pre-copy round; returns once the target acknowledged it.</summary>
+    ValueTask CompleteRoundAsync(CancellationToken ct);
+
+    /// <summary>From now on, pages of CRIU's dump that <paramref name="filter"/> calls clean are not sent again.</summary>
+    void SetCutoverFilter(ICutoverFilter filter);
+}
+
+/// <summary>What the final dump need not send again: pages pre-copied and not written since.</summary>
+public interface ICutoverFilter
+{
+    /// <summary>CRIU started sending pages: the tree is frozen. Take the final dirty set now.</summary>
+    void OnFinalDumpStarted();
+
+    /// <summary>Is the target's copy of this page current (sent, and not written since)?</summary>
+    bool IsClean(int vpid, ulong vaddr);
 }

@@ -5,6 +5,7 @@ public enum MigrationPhase
 {
     Preflight,
     Begin,
+    Precopy,
     Dump,
     Transfer,
     Restore,

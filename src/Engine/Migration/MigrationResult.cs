@@ -14,6 +14,15 @@ public sealed record MigrationResult
     /// <summary>Everything that crossed the link: metadata images plus page stream frames.</summary>
     public required ulong BytesSent { get; init; }
 
+    /// <summary>Pre-copy iterations (empty for a cold migration).</summary>
+    public IReadOnlyList<PrecopyIteration> Iterations { get; init; } = [];
+
+    /// <summary>Why pre-copy stopped, or why it did not run (fallback to cold).</summary>
+    public string? PrecopyNote { get; init; }
+
+    /// <summary>Bytes that crossed the link while the tree was frozen (final pages and metadata images).</summary>
+    public ulong BytesFrozen { get; init; }
+
     /// <summary>The page stream's totals; null when pages travelled inside the images (no page transport).</summary>
     public PageTransferStats? Pages { get; init; }
 

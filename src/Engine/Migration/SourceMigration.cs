@@ -104,6 +104,7 @@ public sealed partial class SourceMigration(
         ulong bytesSent = 0;
         IReadOnlyList<ImageFileInfo> manifest = [];
         PageTransferStats? pageStats = null;
+        ulong wireBeforeFreeze = 0;
 
         // The cutover has its own bound: the tree is frozen while it runs.
         using var cutoverCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -118,6 +119,7 @@ public sealed partial class SourceMigration(
             {
                 case CriuScripts.PreDump:
                     frozenAt = time.GetTimestamp();
+                    wireBeforeFreeze = pages?.Snapshot().WireBytes ?? 0;
                     progress?.Report(new MigrationProgress(MigrationPhase.Dump, "freezing and dumping"));
                     return true;
                 case CriuScripts.PostDump:
@@ -150,6 +152,53 @@ public sealed partial class SourceMigration(
                     return true; // CRIU now kills the source tree.
                 default:
                     return true;
+            }
+        }
+
+        // Live: pre-copy while the tree runs; the final dump then sends only what changed since.
+        PrecopySession? precopy = null;
+        string? precopyNote = null;
+        if (options.Mode == "precopy")
+        {
+            if (pages is null)
+            {
+                precopyNote = "pre-copy needs the target's page stream; migrating cold";
+            }
+            else
+            {
+                try
+                {
+                    precopy = PrecopySession.Attach(ProcessTree.Enumerate(pid), _logger);
+                }
+                catch (Exception ex) when (ex is Tracking.TrackerException or IOException or DllNotFoundException or InvalidOperationException)
+                {
+                    precopyNote = $"dirty tracking unavailable ({ex.Message}); migrating cold";
+                }
+            }
+
+            if (precopyNote is not null)
+            {
+                LogPrecopyFallback(precopyNote);
+                progress?.Report(new MigrationProgress(MigrationPhase.Precopy, precopyNote));
+            }
+        }
+
+        using var trackers = precopy;
+        if (precopy is not null)
+        {
+            try
+            {
+                await precopy.RunAsync(pages!, options.Precopy, (it, stop) => progress?.Report(new MigrationProgress(MigrationPhase.Precopy,
+                    $"iteration {it.Index}: sent {it.PagesSent} pages ({it.PagesSent * 4096 / 1048576.0:0.0} MiB, {it.BytesOnWire / 1048576.0:0.0} MiB on the wire) in {it.Elapsed.TotalMilliseconds:0} ms, " +
+                    $"{it.BytesPerSecond / 1048576:0} MiB/s; {it.DirtyPagesFound} pages dirty{(stop is null ? "" : $"; stopping: {stop}")}")), ct).ConfigureAwait(false);
+                pages!.SetCutoverFilter(precopy);
+                precopyNote = precopy.StopReason;
+            }
+            catch (Exception ex) when (ex is IOException or OperationCanceledException or Tracking.TrackerException or InvalidOperationException)
+            {
+                await AbortTargetAsync(id, $"pre-copy failed: {ex.Message}").ConfigureAwait(false);
+                throw new MigrationException(MigrationPhase.Precopy, WorkloadOutcome.Untouched,
+                    $"pre-copy failed: {ex.Message}; the workload (pid {pid}) was never frozen", ex);
             }
         }
 
@@ -191,6 +240,9 @@ public sealed partial class SourceMigration(
                 ImageFiles = manifest.Count,
                 BytesSent = bytesSent + (pageStats?.WireBytes ?? 0),
                 Pages = pageStats,
+                Iterations = precopy?.Iterations ?? [],
+                PrecopyNote = precopyNote,
+                BytesFrozen = bytesSent + (pageStats?.WireBytes ?? 0) - wireBeforeFreeze,
                 Frozen = time.GetElapsedTime(frozenAt, transferDone),
                 Total = time.GetElapsedTime(started, done),
                 Dump = time.GetElapsedTime(frozenAt, dumpDone),
@@ -248,6 +300,9 @@ public sealed partial class SourceMigration(
             ImageFiles = manifest.Count,
             BytesSent = bytesSent + (pageStats?.WireBytes ?? 0),
             Pages = pageStats,
+            Iterations = precopy?.Iterations ?? [],
+            PrecopyNote = precopyNote,
+            BytesFrozen = bytesSent + (pageStats?.WireBytes ?? 0) - wireBeforeFreeze,
             Frozen = time.GetElapsedTime(frozenAt, committed),
             Total = time.GetElapsedTime(started, committed),
             Dump = time.GetElapsedTime(frozenAt, dumpDone),
@@ -383,6 +438,9 @@ public sealed partial class SourceMigration(
 
     [LoggerMessage(EventId = 204, Level = LogLevel.Information, Message = "dumped {Files} image files, {Bytes} bytes, in {Ms:0} ms (tree frozen)")]
     private partial void LogDumped(int files, ulong bytes, double ms);
+
+    [LoggerMessage(EventId = 215, Level = LogLevel.Warning, Message = "{Note}")]
+    private partial void LogPrecopyFallback(string note);
 
     [LoggerMessage(EventId = 214, Level = LogLevel.Information, Message = "dry run {Id} done: dump and page transfer {Ms:0} ms, {Bytes} bytes; discarded on the target, tree kept running")]
     private partial void LogDryRun(string id, double ms, ulong bytes);

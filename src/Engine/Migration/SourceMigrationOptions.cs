@@ -18,8 +18,11 @@ public sealed record SourceMigrationOptions
 
     public bool ExtUnixSk { get; init; }
 
-    /// <summary>"cold": dump, transfer, restore. Later modes add pre-copy and lazy restore.</summary>
-    public string Mode { get; init; } = "cold";
+    /// <summary>"precopy" (default): iterative pre-copy with dirty tracking, then a short freeze; "cold": freeze, dump, transfer, restore.</summary>
+    public string Mode { get; init; } = "precopy";
+
+    /// <summary>When pre-copy stops iterating.</summary>
+    public PrecopyPolicy Precopy { get; init; } = new();
 
     /// <summary>
     /// Dry run: dump with the tree left running, move its memory and images to the target, then discard them

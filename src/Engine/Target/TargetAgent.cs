@@ -63,7 +63,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
             checks.Add(new PreflightCheckResult("disk", spaceOk,
                 $"{request.BytesNeeded >> 20} MiB needed, {usable >> 20} MiB usable in {options.WorkRoot} ({options.ReserveBytes >> 20} MiB reserved)"));
 
-            bool modeOk = request.Mode == "cold";
+            bool modeOk = request.Mode is "cold" or "precopy";
             checks.Add(new PreflightCheckResult("mode", modeOk, modeOk ? request.Mode : $"mode '{request.Mode}' is not supported by this agent"));
 
             int active = _migrations.Values.Count(m => m.State is IncomingState.Receiving or IncomingState.Restoring);

@@ -19,12 +19,14 @@ public sealed partial class SourcePageTransport : IPageTransport
     private readonly PageStreamSender _sender;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _cts = new();
+    private readonly CutoverSink _cutover;
 
     private SourcePageTransport(CriuPageServerListener listener, PageStreamSender sender, ILogger logger)
     {
         _listener = listener;
         _sender = sender;
         _logger = logger;
+        _cutover = new CutoverSink(sender);
         Completion = RunAsync();
     }
 
@@ -43,7 +45,9 @@ public sealed partial class SourcePageTransport : IPageTransport
         try
         {
             // Loopback only: whoever connects to this port feeds the migration's pages.
-            listener = CriuPageServerListener.Start(new IPEndPoint(IPAddress.Loopback, 0), logger: loggers.CreateLogger<CriuPageServerListener>());
+            // CRIU connects only after pre-copy, which may take long: the migration's own bounds apply, not the accept timeout.
+            listener = CriuPageServerListener.Start(new IPEndPoint(IPAddress.Loopback, 0),
+                new CriuPageServerOptions { AcceptTimeout = TimeSpan.FromHours(2) }, loggers.CreateLogger<CriuPageServerListener>());
         }
         catch
         {
@@ -58,9 +62,91 @@ public sealed partial class SourcePageTransport : IPageTransport
 
     public PageTransferStats Snapshot() => ToStats(_sender.Stats);
 
+    public ValueTask OpenTaskAsync(int vpid, CancellationToken ct) =>
+        new(_sender.OpenAsync(Task(vpid), ct).AsTask());
+
+    public ValueTask SendPagesAsync(int vpid, ulong vaddr, ReadOnlyMemory<byte> pages, CancellationToken ct) =>
+        _sender.WritePagesAsync(Task(vpid), vaddr, (uint)(pages.Length / Pages.PageFacts.PageSize), Engine.Images.PagemapFlags.Present,
+            new System.Buffers.ReadOnlySequence<byte>(pages), ct);
+
+    public ValueTask CompleteRoundAsync(CancellationToken ct) => _sender.CompleteRoundAsync(ct);
+
+    public void SetCutoverFilter(ICutoverFilter filter) => _cutover.Filter = filter;
+
+    private static Pages.PageTarget Task(int vpid) => new((uint)vpid, Pages.PageImageType.Pid);
+
+    /// <summary>
+    /// Between CRIU's final dump and the stream: with a pre-copy filter, pages the target holds current go as PARENT
+    /// runs (the target keeps its copy); the rest as they are. Without one, everything passes.
+    /// </summary>
+    private sealed class CutoverSink(PageStreamSender sender) : Pages.IPageSink
+    {
+        private bool _started;
+
+        public ICutoverFilter? Filter { get; set; }
+
+        /// <summary>Pages of CRIU's dump the target already held (sent as PARENT), and pages sent with data.</summary>
+        public long CleanPages { get; private set; }
+
+        public long ChangedPages { get; private set; }
+
+        public async ValueTask<bool> OpenAsync(Pages.PageTarget target, CancellationToken ct)
+        {
+            if (!_started && Filter is { } f)
+            {
+                // CRIU sends pages only with every task frozen: the final harvest is exact from here on.
+                f.OnFinalDumpStarted();
+            }
+
+            _started = true;
+            await sender.OpenAsync(target, ct).ConfigureAwait(false);
+            return false;
+        }
+
+        public async ValueTask WritePagesAsync(Pages.PageTarget target, ulong vaddr, uint nrPages, Engine.Images.PagemapFlags flags,
+            System.Buffers.ReadOnlySequence<byte> data, CancellationToken ct)
+        {
+            // CRIU marks anonymous pages PRESENT|LAZY even in a full dump (they could be restored lazily): any run with data is filtered.
+            if (Filter is not { } f || (flags & Engine.Images.PagemapFlags.Present) == 0 || target.Type != Pages.PageImageType.Pid)
+            {
+                await sender.WritePagesAsync(target, vaddr, nrPages, flags, data, ct).ConfigureAwait(false);
+                return;
+            }
+
+            // Split into runs of clean (PARENT, no data) and changed (PRESENT) pages.
+            const int page = Pages.PageFacts.PageSize;
+            uint i = 0;
+            while (i < nrPages)
+            {
+                bool clean = f.IsClean((int)target.Id, vaddr + (ulong)i * page);
+                uint j = i + 1;
+                while (j < nrPages && f.IsClean((int)target.Id, vaddr + (ulong)j * page) == clean)
+                {
+                    j++;
+                }
+
+                ulong at = vaddr + (ulong)i * page;
+                if (clean)
+                {
+                    CleanPages += j - i;
+                    await sender.WritePagesAsync(target, at, j - i, Engine.Images.PagemapFlags.Parent, System.Buffers.ReadOnlySequence<byte>.Empty, ct).ConfigureAwait(false);
+                }
+                else
+                {
+                    ChangedPages += j - i;
+                    await sender.WritePagesAsync(target, at, j - i, flags, data.Slice((long)i * page, (long)(j - i) * page), ct).ConfigureAwait(false);
+                }
+
+                i = j;
+            }
+        }
+
+        public ValueTask CompleteRoundAsync(CancellationToken ct) => sender.CompleteRoundAsync(ct);
+    }
+
     private async Task<PageTransferStats> RunAsync()
     {
-        var result = await _listener.ServeAsync(_sender, _cts.Token).ConfigureAwait(false);
+        var result = await _listener.ServeAsync(_cutover, _cts.Token).ConfigureAwait(false);
         if (!result.IsCompleted)
         {
             await _sender.AbortAsync($"source page server: {result.Error}").ConfigureAwait(false);
@@ -68,6 +154,11 @@ public sealed partial class SourcePageTransport : IPageTransport
         }
 
         await _sender.FinishAsync(_cts.Token).ConfigureAwait(false);
+        if (_cutover.Filter is not null)
+        {
+            LogCutover(_logger, _cutover.CleanPages, _cutover.ChangedPages);
+        }
+
         var stats = ToStats(_sender.Stats);
         LogCompleted(_logger, stats.Pages, stats.ZeroPages, stats.WireBytes, stats.CompressionRatio, stats.Elapsed.TotalMilliseconds);
         return stats;
@@ -99,6 +190,9 @@ public sealed partial class SourcePageTransport : IPageTransport
         await _sender.DisposeAsync().ConfigureAwait(false);
         _cts.Dispose();
     }
+
+    [LoggerMessage(EventId = 952, Level = LogLevel.Information, Message = "final dump: {Clean} pages already on the target (not sent again), {Changed} pages sent")]
+    private static partial void LogCutover(ILogger logger, long clean, long changed);
 
     [LoggerMessage(EventId = 950, Level = LogLevel.Debug, Message = "page server for CRIU on 127.0.0.1:{Port}, streaming to {Target}")]
     private static partial void LogStarted(ILogger logger, int port, string target);

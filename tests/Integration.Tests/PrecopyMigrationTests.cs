@@ -1,0 +1,65 @@
+using System.Globalization;
+using Migration.Integration.Tests.Hosts;
+using Migration.Tests.Common;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Migration.Integration.Tests;
+
+/// <summary>Live migration: pre-copy with userfaultfd write-protect tracking while the workload keeps writing.</summary>
+public sealed class PrecopyMigrationTests(ITestOutputHelper output)
+{
+    [RequiresRootFact]
+    public async Task WritingWorkloadKeepsItsPatternThroughLiveMigration()
+    {
+        await using var hosts = await TestHosts.CreateAsync();
+        var token = hosts.NewToken();
+        await using var agent = await Agent.StartAsync(hosts, token);
+        // 128 MiB, 10% of its pages rewritten per second while it is copied.
+        await using var workload = await Workload.StartAsync(hosts, mib: 128, writeRate: 10);
+        int pid = workload.SinglePid();
+        var before = await workload.StatusAsync(hosts.Source);
+
+        var (result, json) = await MigrateCommand.RunAsync(hosts, agent.Endpoint, token, pid, "--mode", "precopy");
+        output.WriteLine(result.ToString());
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("precopy", json.GetProperty("mode").GetString());
+        Assert.True(json.GetProperty("iterations").GetInt32() >= 1, "pre-copy ran no iteration");
+        ulong frozenBytes = json.GetProperty("bytesFrozen").GetUInt64();
+        ulong allBytes = json.GetProperty("bytesSent").GetUInt64();
+        // Most of the memory moved before the freeze: what crossed while frozen is a small part.
+        Assert.True(frozenBytes < allBytes / 4, $"{frozenBytes} of {allBytes} bytes moved while frozen");
+
+        int targetPid = workload.SinglePid();
+        Assert.Equal(hosts.TargetNetns, NetNs.OfProcess(targetPid));
+        var after = await workload.StatusAsync(hosts.Target);
+        // Every page intact, including those rewritten during pre-copy, and the writer still writing.
+        Assert.Equal("ok", after["verify"]);
+        Assert.Equal("ok", after["file"]);
+        await Task.Delay(300);
+        var later = await workload.StatusAsync(hosts.Target);
+        Assert.True(long.Parse(later["writes"], CultureInfo.InvariantCulture) > long.Parse(after["writes"], CultureInfo.InvariantCulture));
+        Assert.True(long.Parse(after["writes"], CultureInfo.InvariantCulture) > long.Parse(before["writes"], CultureInfo.InvariantCulture));
+
+        // The tracker left nothing in the restored process.
+        var fds = Directory.EnumerateFileSystemEntries($"/proc/{targetPid}/fd").Select(f => new FileInfo(f).LinkTarget ?? "");
+        Assert.DoesNotContain(fds, l => l.Contains("userfaultfd", StringComparison.Ordinal));
+        Assert.DoesNotContain(" uw", File.ReadAllText($"/proc/{targetPid}/smaps").Split('\n').Where(l => l.StartsWith("VmFlags", StringComparison.Ordinal)).Select(l => l + " ").Aggregate("", string.Concat), StringComparison.Ordinal);
+    }
+
+    [RequiresRootFact]
+    public async Task ColdModeStillAvailable()
+    {
+        await using var hosts = await TestHosts.CreateAsync();
+        var token = hosts.NewToken();
+        await using var agent = await Agent.StartAsync(hosts, token);
+        await using var workload = await Workload.StartAsync(hosts, mib: 32, writeRate: 10);
+
+        var (result, json) = await MigrateCommand.RunAsync(hosts, agent.Endpoint, token, workload.SinglePid(), "--mode", "cold");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal(0, json.GetProperty("iterations").GetInt32());
+        Assert.Equal("ok", (await workload.StatusAsync(hosts.Target))["verify"]);
+    }
+}
