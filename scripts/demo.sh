@@ -13,6 +13,8 @@ SRC=demo-src TGT=demo-tgt PORT=7070 WPORT=9000
 DEMO=/tmp/migrate-demo
 
 bash "$REPO/scripts/setup.sh"
+# shellcheck source=lib/hosts.sh
+. "$REPO/scripts/lib/hosts.sh"
 
 say() { printf '\n== %s\n' "$*"; }
 query() { # query NETNS COMMAND: one line to the workload's control port
@@ -22,24 +24,14 @@ cleanup() {
   set +e
   [ -n "${AGENT_PID:-}" ] && kill "$AGENT_PID" 2>/dev/null
   pkill -KILL -f "memwork --mib $MIB --port $WPORT --file $DEMO/data" 2>/dev/null
-  ip netns del "$SRC" 2>/dev/null
-  ip netns del "$TGT" 2>/dev/null
+  del_hosts "$SRC" "$TGT"
   wait 2>/dev/null
 }
 trap cleanup EXIT
 cleanup  # leftovers of an interrupted earlier run
 
 say "two hosts: $SRC (10.240.0.1) and $TGT (10.240.0.2)"
-ip netns add "$SRC"
-ip netns add "$TGT"
-ip link add dsrc0 type veth peer name dtgt0
-ip link set dsrc0 netns "$SRC"
-ip link set dtgt0 netns "$TGT"
-ip -n "$SRC" addr add 10.240.0.1/24 dev dsrc0
-ip -n "$TGT" addr add 10.240.0.2/24 dev dtgt0
-for ns in "$SRC" "$TGT"; do ip -n "$ns" link set lo up; done
-ip -n "$SRC" link set dsrc0 up
-ip -n "$TGT" link set dtgt0 up
+make_hosts "$SRC" "$TGT" dsrc0 dtgt0 10.240.0
 
 rm -rf "$DEMO"
 mkdir -p "$DEMO"

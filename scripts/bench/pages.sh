@@ -23,6 +23,8 @@ CRIU=$(command -v criu || echo /opt/migrate/criu/sbin/criu)
 WPORT=9100
 
 bash "$REPO/scripts/setup.sh" >/dev/null
+# shellcheck source=../lib/hosts.sh
+. "$REPO/scripts/lib/hosts.sh"
 command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
 
 cleanup() {
@@ -30,23 +32,13 @@ cleanup() {
   [ -n "${AGENT:-}" ] && kill "$AGENT" 2>/dev/null
   pkill -KILL -f "memwork --mib $MIB --port $WPORT" 2>/dev/null
   pkill -f "criu page-server -D $B" 2>/dev/null
-  ip netns del "$SRC" 2>/dev/null
-  ip netns del "$TGT" 2>/dev/null
+  del_hosts "$SRC" "$TGT"
   wait 2>/dev/null
 }
 trap cleanup EXIT
 cleanup
 
-ip netns add "$SRC"
-ip netns add "$TGT"
-ip link add bsrc0 type veth peer name btgt0
-ip link set bsrc0 netns "$SRC"
-ip link set btgt0 netns "$TGT"
-ip -n "$SRC" addr add 10.242.0.1/24 dev bsrc0
-ip -n "$TGT" addr add 10.242.0.2/24 dev btgt0
-for ns in "$SRC" "$TGT"; do ip -n "$ns" link set lo up; done
-ip -n "$SRC" link set bsrc0 up
-ip -n "$TGT" link set btgt0 up
+make_hosts "$SRC" "$TGT" bsrc0 btgt0 10.242.0
 
 rm -rf "$B"
 mkdir -p "$B"
