@@ -15,6 +15,7 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
         server.Map(PageServer.Control.AgentMethods.Preflight, PreflightRequest.Parser, PreflightAsync);
         server.Map(PageServer.Control.AgentMethods.Begin, BeginRequest.Parser, Begin);
         server.Map(PageServer.Control.AgentMethods.PutImage, ImageChunk.Parser, PutImage);
+        server.Map(PageServer.Control.AgentMethods.PrepareCutover, PrepareCutoverRequest.Parser, PrepareCutover);
         server.Map(PageServer.Control.AgentMethods.Restore, RestoreRequest.Parser, RestoreAsync);
         server.Map(PageServer.Control.AgentMethods.Commit, CommitRequest.Parser, Commit);
         server.Map(PageServer.Control.AgentMethods.Abort, AbortRequest.Parser, Abort);
@@ -73,6 +74,21 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
 
         var (fileBytes, total) = m.PutChunk(req.Name, req.Offset, req.Data.Span, req.Last);
         return Task.FromResult(new PutImageReply { FileBytes = fileBytes, TotalBytes = total });
+    }
+
+    private Task<PrepareCutoverReply> PrepareCutover(PrepareCutoverRequest req, CallContext ctx)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            agent.Get(req.MigrationId).PrepareCutover(ctx.Cancellation);
+        }
+        catch (Exception ex) when (ex is IOException or InvalidOperationException or UnauthorizedAccessException)
+        {
+            throw new TargetRequestException(TargetError.Internal, $"writing the parent image failed: {ex.Message}");
+        }
+
+        return Task.FromResult(new PrepareCutoverReply { Ms = (uint)sw.ElapsedMilliseconds });
     }
 
     private async Task<RestoreReply> RestoreAsync(RestoreRequest req, CallContext ctx)

@@ -29,6 +29,9 @@ public interface IMigrationTarget
     /// <summary>Sends every file of the manifest from <paramref name="imagesDir"/>; returns bytes sent.</summary>
     Task<ulong> SendImagesAsync(string migrationId, string imagesDir, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct);
 
+    /// <summary>Pre-copy is over: the target prepares its images of the pages held so far (the workload still runs).</summary>
+    Task PrepareCutoverAsync(string migrationId, CancellationToken ct);
+
     /// <summary>
     /// Restores on the target, tree left stopped; returns the restored root pid there. With
     /// <paramref name="pagesStreamed"/> the target first composes the page images from its page store.

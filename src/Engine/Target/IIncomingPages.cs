@@ -12,6 +12,12 @@ public interface IIncomingPages : IDisposable
     /// <summary>Why the page stream failed, or null.</summary>
     string? Error { get; }
 
+    /// <summary>
+    /// Writes what is held now into <paramref name="parentDir"/> as a parent image, before the freeze; the final
+    /// images then reference it instead of copying those pages while the tree is frozen.
+    /// </summary>
+    void WriteParentImages(string parentDir, CancellationToken ct);
+
     /// <summary>Writes the pagemap and pages images into <paramref name="imagesDir"/>, next to the metadata images.</summary>
     void ComposeImages(string imagesDir, CancellationToken ct);
 }

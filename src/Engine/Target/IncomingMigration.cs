@@ -75,6 +75,25 @@ public sealed partial class IncomingMigration : IDisposable
         }
     }
 
+    /// <summary>Where the parent image (pre-copied pages in address order) goes: beside the images directory.</summary>
+    public string ParentImagesDir => Path.Combine(WorkDir, "parent-images");
+
+    /// <summary>Pre-copy is over: write the pages held so far as a parent image, while the workload still runs.</summary>
+    public void PrepareCutover(CancellationToken ct)
+    {
+        lock (_lock)
+        {
+            RequireState(IncomingState.Receiving);
+        }
+
+        if (Pages is null || (Pages.Error ?? Error) is not null)
+        {
+            throw new TargetRequestException(TargetError.FailedPrecondition, $"no usable page store: {Pages?.Error ?? Error ?? "none"}");
+        }
+
+        Pages.WriteParentImages(ParentImagesDir, ct);
+    }
+
     /// <summary>Writes the streamed pages' images next to the received metadata (after the manifest was verified).</summary>
     public void ComposePages(CancellationToken ct)
     {
@@ -304,6 +323,10 @@ public sealed partial class IncomingMigration : IDisposable
         try
         {
             Directory.Delete(ImagesDir, recursive: true);
+            if (Directory.Exists(ParentImagesDir))
+            {
+                Directory.Delete(ParentImagesDir, recursive: true);
+            }
         }
         catch (IOException ex)
         {

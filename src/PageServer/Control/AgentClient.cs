@@ -88,6 +88,9 @@ public sealed class AgentClient(ControlChannel channel, TimeSpan callTimeout) : 
         return reply.Pid;
     }
 
+    public Task PrepareCutoverAsync(string migrationId, CancellationToken ct) =>
+        channel.CallAsync(AgentMethods.PrepareCutover, new PrepareCutoverRequest { MigrationId = migrationId }, PrepareCutoverReply.Parser, TimeSpan.FromMinutes(10), ct);
+
     public async Task<int> CommitAsync(string migrationId, CancellationToken ct)
     {
         var reply = await channel.CallAsync(AgentMethods.Commit, new CommitRequest { MigrationId = migrationId }, CommitReply.Parser, callTimeout, ct).ConfigureAwait(false);

@@ -69,13 +69,21 @@ public sealed partial class PageStore
                 {
                     ct.ThrowIfCancellationRequested();
                     bool move = _options.MoveDataFiles && plan.Data.IsInImageOrder && plan.Data.DataPath is not null
-                        && plan.Data.File.Length == plan.Data.DataPages * PageSize;
+                        && plan.Data.File.Length == plan.Data.DataPages * PageSize && !plan.Data.HasParentImage;
                     if (!move)
                     {
                         copyBuffer ??= ArrayPool<byte>.Shared.Rent(copyBytes);
                     }
 
                     composed.Add(Compose(plan, move, undo, move ? default : copyBuffer.AsMemory(0, copyBytes), ct));
+                }
+
+                if (_parentImageDir is not null)
+                {
+                    // CRIU resolves PE_PARENT entries through this link (relative, so the pair can be moved together).
+                    var link = Path.Combine(dir, "parent");
+                    File.CreateSymbolicLink(link, Path.GetRelativePath(dir, _parentImageDir));
+                    undo.Created(link);
                 }
             }
             catch
@@ -105,6 +113,45 @@ public sealed partial class PageStore
         }
     }
 
+    /// <summary>
+    /// Makes the ascending prefix of each target's data file (pre-copy's first round, in address order) a parent
+    /// image in <paramref name="parentDir"/>: a pagemap of the prefix runs and a link to the data file as its pages
+    /// file (CRIU reads pages at offsets the pagemap gives; the later rounds behind the prefix are never read). No
+    /// page is copied, so this is instant, while the workload still runs. <see cref="WriteImages"/> then references
+    /// these pages (PE_PARENT, with a <c>parent</c> link, as after CRIU's own pre-dump) where they are still current,
+    /// and copies only the others while the tree is frozen.
+    /// </summary>
+    public void WriteParentImages(string parentDir, CancellationToken ct = default)
+    {
+        string dir = Path.GetFullPath(parentDir);
+        Directory.CreateDirectory(dir);
+        lock (_gate)
+        {
+            ThrowIfNotWritable();
+            FlushBuffer();
+            uint id = DefaultFirstPagesId;
+            foreach (var t in _targets.Values.OrderBy(t => t.Target.Type).ThenBy(t => t.Target.Id))
+            {
+                ct.ThrowIfCancellationRequested();
+                if (t.PrefixPages == 0 || t.DataPath is null)
+                {
+                    continue;
+                }
+
+                File.CreateSymbolicLink(Path.Combine(dir, $"pages-{id}.img"), t.DataPath);
+                using (var pagemap = new FileStream(Path.Combine(dir, t.Target.PagemapFileName), FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+                {
+                    PagemapWriter.Write(pagemap, id, t.PrefixRuns);
+                }
+
+                t.HasParentImage = true;
+                id++;
+            }
+
+            _parentImageDir = dir;
+        }
+    }
+
     private ComposedImage Compose(ImagePlan plan, bool move, ImageUndo undo, Memory<byte> copyBuffer, CancellationToken ct)
     {
         long start = Stopwatch.GetTimestamp();
@@ -115,14 +162,14 @@ public sealed partial class PageStore
         {
             File.Move(t.DataPath!, plan.PagesPath, overwrite: false);
             undo.Moved(plan.PagesPath, t.DataPath!);
-            present = CollectRuns(t, runs, copier: null, ct);
+            present = CollectRuns(t, runs, copier: null, t.HasParentImage ? t.PrefixPages : 0, ct);
         }
         else
         {
             using var pages = new FileStream(plan.PagesPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 0);
             undo.Created(plan.PagesPath);
             var copier = new PageCopier(t, pages, copyBuffer);
-            present = CollectRuns(t, runs, copier, ct);
+            present = CollectRuns(t, runs, copier, t.HasParentImage ? t.PrefixPages : 0, ct);
             copier.Finish();
         }
 
@@ -144,7 +191,7 @@ public sealed partial class PageStore
     /// Walks <paramref name="t"/>'s index in ascending address order, merging adjacent pages of one kind into runs,
     /// and hands each present page's data page to <paramref name="copier"/>. Returns the number of present pages.
     /// </summary>
-    private static long CollectRuns(TargetData t, List<PagemapRun> runs, PageCopier? copier, CancellationToken ct)
+    private static long CollectRuns(TargetData t, List<PagemapRun> runs, PageCopier? copier, long parentPages, CancellationToken ct)
     {
         long present = 0;
         ulong runStart = 0;
@@ -162,6 +209,12 @@ public sealed partial class PageStore
                 }
 
                 ulong page = firstPage + (ulong)i;
+                if (e.Kind == PageKind.Present && e.DataPage < parentPages)
+                {
+                    // Its current copy is in the data file's prefix, which is the parent image: referenced, not copied.
+                    e = PageEntry.Parent;
+                }
+
                 if (runPages > 0 && e.Kind == runKind && runStart + runPages == page)
                 {
                     runPages++;

@@ -47,6 +47,21 @@ public sealed partial class PageStore
                     t.Ascending = false;
                 }
 
+                if (t.Ascending && !t.HasParentImage)
+                {
+                    // Still in address order: the data file's prefix grows, as a ready-made pages image.
+                    if (t.PrefixRuns.Count > 0 && t.PrefixRuns[^1] is var last && last.Vaddr + last.NrPages * PageSize == vaddr)
+                    {
+                        t.PrefixRuns[^1] = last with { NrPages = last.NrPages + nrPages };
+                    }
+                    else
+                    {
+                        t.PrefixRuns.Add(new PagemapRun(vaddr, nrPages, PagemapFlags.Present));
+                    }
+
+                    t.PrefixPages += nrPages;
+                }
+
                 t.DataPages += nrPages;
                 t.LastAppendedPage = first + nrPages - 1;
                 t.LivePages += nrPages;

@@ -32,6 +32,9 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
     /// </summary>
     public const uint DefaultFirstPagesId = 0x10000;
 
+    /// <summary>Where <see cref="WriteParentImages"/> wrote the parent image, if it did.</summary>
+    private string? _parentImageDir;
+
     private const int PageSize = PageFacts.PageSize;
 
     private readonly Lock _gate = new();

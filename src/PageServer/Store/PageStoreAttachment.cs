@@ -33,6 +33,8 @@ public sealed class PageStoreAttachment(PageStore store) : IIncomingPages
 
     public void ComposeImages(string imagesDir, CancellationToken ct) => store.WriteImages(imagesDir, ct: ct);
 
+    public void WriteParentImages(string parentDir, CancellationToken ct) => store.WriteParentImages(parentDir, ct);
+
     public void Dispose() => store.Dispose();
 
     /// <summary>Counts completed rounds on their way through.</summary>

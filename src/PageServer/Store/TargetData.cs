@@ -31,6 +31,18 @@ internal sealed class TargetData : IDisposable
     /// </summary>
     public PageIndex? Parent { get; set; }
 
+    /// <summary>
+    /// The ascending prefix of the data file: the runs (in address order) of the first <see cref="PrefixPages"/> data
+    /// pages, appended while every run came after the previous one (pre-copy's first round does that). This prefix is
+    /// already a valid CRIU pages file for these runs, so <see cref="PageStore.WriteParentImages"/> needs no copy.
+    /// </summary>
+    public List<Engine.Images.PagemapRun> PrefixRuns { get; } = [];
+
+    public long PrefixPages { get; set; }
+
+    /// <summary>Set by <see cref="PageStore.WriteParentImages"/>: data pages below <see cref="PrefixPages"/> are in the parent image.</summary>
+    public bool HasParentImage { get; set; }
+
     /// <summary>Pages appended to the data file (the ones still in the store's write buffer included).</summary>
     public long DataPages { get; set; }
 
