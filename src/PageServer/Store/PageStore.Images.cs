@@ -69,7 +69,7 @@ public sealed partial class PageStore
                 {
                     ct.ThrowIfCancellationRequested();
                     bool move = _options.MoveDataFiles && plan.Data.IsInImageOrder && plan.Data.DataPath is not null
-                        && plan.Data.File.Length == plan.Data.DataPages * PageSize && !plan.Data.HasParentImage;
+                        && plan.Data.File.Length == plan.Data.DataPages * PageSize && !plan.Data.HasParentImage && plan.Data.Parent is null;
                     if (!move)
                     {
                         copyBuffer ??= ArrayPool<byte>.Shared.Rent(copyBytes);

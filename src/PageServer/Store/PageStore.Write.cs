@@ -39,6 +39,28 @@ public sealed partial class PageStore
             t ??= GetOrAddTarget(target);
 
             long firstDataPage = t.DataPages;
+            if (kind == PageKind.Present && TryPrefixSlot(t, first, nrPages, out long slot))
+            {
+                // A newer copy of pages whose current copy is in the ascending prefix: written over it, in place, so
+                // the prefix stays a current pages image (pre-copy's later rounds; the parent image reads it).
+                FlushBuffer();
+                WriteAt(t, data, slot * PageSize);
+                int chunksBefore = t.Index.Chunks;
+                for (uint i = 0; i < nrPages; i++)
+                {
+                    if (t.Index.Set(first + i, PageEntry.Present(slot + i)).Kind == PageKind.None)
+                    {
+                        t.LivePages++;
+                    }
+                }
+
+                _indexChunks += t.Index.Chunks - chunksBefore;
+                _pagesReceived += nrPages;
+                _pagesOverwritten += nrPages;
+                t.Dirty = true;
+                return ValueTask.CompletedTask;
+            }
+
             if (kind == PageKind.Present)
             {
                 Append(t, data);
@@ -235,6 +257,45 @@ public sealed partial class PageStore
 
         _pagesOverwritten += overwritten;
         _indexChunks += t.Index.Chunks - chunksBefore;
+    }
+
+    /// <summary>
+    /// Whether every page of the run has its current copy (in the current layout, or after a re-open in the parent
+    /// layout) in the ascending prefix, at consecutive data pages; <paramref name="slot"/> is the first one.
+    /// </summary>
+    private static bool TryPrefixSlot(TargetData t, ulong first, uint nrPages, out long slot)
+    {
+        slot = -1;
+        for (uint i = 0; i < nrPages; i++)
+        {
+            var e = t.Index.Get(first + i);
+            if (e.Kind != PageKind.Present && t.Parent is { } parent)
+            {
+                e = parent.Get(first + i);
+            }
+
+            if (e.Kind != PageKind.Present || e.DataPage >= t.PrefixPages || (i > 0 && e.DataPage != slot + i))
+            {
+                return false;
+            }
+
+            if (i == 0)
+            {
+                slot = e.DataPage;
+            }
+        }
+
+        return nrPages > 0;
+    }
+
+    /// <summary>Writes the run's bytes at <paramref name="offset"/> of <paramref name="t"/>'s data file.</summary>
+    private static void WriteAt(TargetData t, ReadOnlySequence<byte> data, long offset)
+    {
+        foreach (var segment in data)
+        {
+            RandomAccess.Write(t.File.SafeFileHandle, segment.Span, offset);
+            offset += segment.Length;
+        }
     }
 
     /// <summary>Appends the run's bytes at the end of <paramref name="t"/>'s data (the caller advances <see cref="TargetData.DataPages"/>).</summary>
