@@ -5,7 +5,7 @@
 # a third text-like, a third random (--mix --zero-present), as init of its own pid namespace.
 # For each link, loopback and a veth limited to RATE (default 1gbit) with tc tbf:
 #   (a) CRIU:  criu page-server on the target + criu dump --page-server --leave-running on the source
-#   (b) ours:  migrate --dry-run: CRIU dumps to our page server on the source, pages cross on our
+#   (b) ours:  migrate --mode cold --dry-run: CRIU dumps to our page server on the source, pages cross on our
 #              stream (zero pages elided, LZ4, CRC-32C, TLS on the veth) into the agent's page store,
 #              acknowledged durable; then discarded there. The workload keeps running in both.
 # Reported per run: wall time of the memory move (a: the criu dump command; b: freeze to post-dump,
@@ -100,7 +100,7 @@ for link in $LINKS; do
   agent_before=$(cpu_ticks "$AGENT")
   before=$(link_bytes "$DEVNS" "$DEV")
   on "$SRC" /usr/bin/time -f "%e %U %S" -o "$B/time-migrate" migrate --to "$ADDR:7070" --token-file "$B/token" \
-    --dry-run --json --work-dir "$B/src" --log-dir "$B/logs" "$PID" >"$B/ours-$link.json"
+    --mode cold --dry-run --json --work-dir "$B/src" --log-dir "$B/logs" "$PID" >"$B/ours-$link.json"
   after=$(link_bytes "$DEVNS" "$DEV")
   agent_after=$(cpu_ticks "$AGENT")
   kill "$AGENT"; wait "$AGENT" 2>/dev/null || true
