@@ -105,6 +105,8 @@ public sealed partial class SourceMigration(
         IReadOnlyList<ImageFileInfo> manifest = [];
         PageTransferStats? pageStats = null;
         ulong wireBeforeFreeze = 0;
+        PrecopySession? precopy = null;
+        string? precopyNote = null;
 
         // The cutover has its own bound: the tree is frozen while it runs.
         using var cutoverCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -129,6 +131,10 @@ public sealed partial class SourceMigration(
                     {
                         // CRIU closed its page-server session before post-dump; this is the target's durable ack.
                         pageStats = await pages.Completion.WaitAsync(cutoverCts.Token).ConfigureAwait(false);
+
+                        // The final harvest is done: detach now, while the tasks are frozen and alive (after the
+                        // commit they are gone; on a rollback they resume with nothing of the tracker left).
+                        precopy?.Dispose();
                         LogPagesDone(pageStats.Pages, pageStats.ZeroPages, pageStats.WireBytes, pageStats.CompressionRatio, pageStats.Elapsed.TotalMilliseconds);
                     }
 
@@ -156,8 +162,6 @@ public sealed partial class SourceMigration(
         }
 
         // Live: pre-copy while the tree runs; the final dump then sends only what changed since.
-        PrecopySession? precopy = null;
-        string? precopyNote = null;
         if (options.Mode == "precopy")
         {
             if (pages is null)
@@ -244,25 +248,7 @@ public sealed partial class SourceMigration(
         {
             await AbortTargetAsync(id, "dry run").ConfigureAwait(false);
             long done = time.GetTimestamp();
-            var dry = new MigrationResult
-            {
-                MigrationId = id,
-                SourcePid = pid,
-                TargetPid = 0,
-                Mode = options.Mode,
-                DryRun = true,
-                ImageFiles = manifest.Count,
-                BytesSent = bytesSent + (pageStats?.WireBytes ?? 0),
-                Pages = pageStats,
-                Iterations = precopy?.Iterations ?? [],
-                PrecopyNote = precopyNote,
-                BytesFrozen = bytesSent + (pageStats?.WireBytes ?? 0) - wireBeforeFreeze,
-                Frozen = time.GetElapsedTime(frozenAt, transferDone),
-                Total = time.GetElapsedTime(started, done),
-                Dump = time.GetElapsedTime(frozenAt, dumpDone),
-                Transfer = time.GetElapsedTime(dumpDone, transferDone),
-                Restore = TimeSpan.Zero,
-            };
+            var dry = Result(targetPid: 0, dryRun: true, resumed: transferDone, end: done, restore: TimeSpan.Zero);
             LogDryRun(id, dry.Dump.TotalMilliseconds, dry.BytesSent);
             return dry;
         }
@@ -305,26 +291,30 @@ public sealed partial class SourceMigration(
         progress?.Report(new MigrationProgress(MigrationPhase.Commit, "source stopped; resuming on target"));
         await CommitAsync(id, targetPid, ct).ConfigureAwait(false);
         long committed = time.GetTimestamp();
-        var result = new MigrationResult
+        var result = Result(targetPid, dryRun: false, resumed: committed, end: committed, restore: time.GetElapsedTime(transferDone, restoreDone));
+        LogCommitted(id, targetPid, result.Frozen.TotalMilliseconds, result.Total.TotalMilliseconds, bytesSent);
+        return result;
+
+        // What this migration did; "resumed" is when the tree ran again (on the target, or on the source for a dry run).
+        MigrationResult Result(int targetPid, bool dryRun, long resumed, long end, TimeSpan restore) => new()
         {
             MigrationId = id,
             SourcePid = pid,
             TargetPid = targetPid,
             Mode = options.Mode,
+            DryRun = dryRun,
             ImageFiles = manifest.Count,
             BytesSent = bytesSent + (pageStats?.WireBytes ?? 0),
             Pages = pageStats,
             Iterations = precopy?.Iterations ?? [],
             PrecopyNote = precopyNote,
             BytesFrozen = bytesSent + (pageStats?.WireBytes ?? 0) - wireBeforeFreeze,
-            Frozen = time.GetElapsedTime(frozenAt, committed),
-            Total = time.GetElapsedTime(started, committed),
+            Frozen = time.GetElapsedTime(frozenAt, resumed),
+            Total = time.GetElapsedTime(started, end),
             Dump = time.GetElapsedTime(frozenAt, dumpDone),
             Transfer = time.GetElapsedTime(dumpDone, transferDone),
-            Restore = time.GetElapsedTime(transferDone, restoreDone),
+            Restore = restore,
         };
-        LogCommitted(id, targetPid, result.Frozen.TotalMilliseconds, result.Total.TotalMilliseconds, bytesSent);
-        return result;
     }
 
     /// <summary>The page transport's failure, if it failed (it may take a moment to finish failing).</summary>
