@@ -23,6 +23,7 @@ query() { # query NETNS COMMAND: one line to the workload's control port
 cleanup() {
   set +e
   [ -n "${AGENT_PID:-}" ] && kill "$AGENT_PID" 2>/dev/null
+  pkill -f "migrate-agent --listen .* --work-dir $DEMO/agent" 2>/dev/null
   pkill -KILL -f "memwork --mib $MIB --port $WPORT --file $DEMO/data" 2>/dev/null
   del_hosts "$SRC" "$TGT"
   wait 2>/dev/null

@@ -20,6 +20,7 @@ bash "$REPO/scripts/setup.sh" >/dev/null 2>&1
 cleanup() {
   set +e
   [ -n "${AGENT:-}" ] && kill "$AGENT" 2>/dev/null
+  pkill -f "migrate-agent --listen .* --work-dir $B/agent" 2>/dev/null
   pkill -KILL -f "memwork --mib [0-9]* --port $WPORT" 2>/dev/null
   del_hosts "$SRC" "$TGT"
   wait 2>/dev/null

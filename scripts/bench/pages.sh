@@ -30,6 +30,7 @@ command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null;
 cleanup() {
   set +e
   [ -n "${AGENT:-}" ] && kill "$AGENT" 2>/dev/null
+  pkill -f "migrate-agent --listen .* --work-dir $B/agent" 2>/dev/null
   pkill -KILL -f "memwork --mib $MIB --port $WPORT" 2>/dev/null
   pkill -f "criu page-server -D $B" 2>/dev/null
   del_hosts "$SRC" "$TGT"
@@ -93,7 +94,8 @@ for link in $LINKS; do
   rm -rf "$B/ps" "$B/dumpA"
 
   # (b) ours.
-  on "$TNS" migrate-agent --listen "$ADDR:7070" --token-file "$B/token" --work-dir "$B/agent" --log-dir "$B/logs" \
+  # nsenter execs the agent, so $! is the agent itself (through a shell function it would be a subshell).
+  nsenter --net="/run/netns/$TNS" migrate-agent --listen "$ADDR:7070" --token-file "$B/token" --work-dir "$B/agent" --log-dir "$B/logs" \
     >"$B/agent-$link.out" 2>&1 &
   AGENT=$!
   for _ in $(seq 100); do grep -q "listening on" "$B/agent-$link.out" && break; sleep 0.1; done
