@@ -141,7 +141,7 @@ public sealed partial class PageStore
                 File.CreateSymbolicLink(Path.Combine(dir, $"pages-{id}.img"), t.DataPath);
                 using (var pagemap = new FileStream(Path.Combine(dir, t.Target.PagemapFileName), FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
                 {
-                    PagemapWriter.Write(pagemap, id, t.PrefixRuns);
+                    new PagemapImage(id, t.PrefixRuns).Write(pagemap);
                 }
 
                 t.HasParentImage = true;
@@ -177,7 +177,7 @@ public sealed partial class PageStore
         using (var pagemap = new FileStream(plan.PagemapPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1 << 16))
         {
             undo.Created(plan.PagemapPath);
-            PagemapWriter.Write(pagemap, plan.PagesId, runs);
+            new PagemapImage(plan.PagesId, runs).Write(pagemap);
         }
 
         InjectFault?.Invoke(t.Target, FaultPoint.PagemapWritten);
