@@ -33,77 +33,37 @@ namespace Migration.PageServer.Criu;
 /// Requests are checked like the receiving direction's headers (command, flags, pid, range, count); GETs come in fault
 /// order, so there is no address-order rule here.
 /// </remarks>
-public sealed class CriuLazyPageServerSession
+public sealed class CriuLazyPageServerSession : PageServerSession
 {
     private const int PageSize = PageFacts.PageSize;
-    private const string Name = "criu lazy page-server session";
-
-    private readonly PipeReader _input;
-    private readonly PipeWriter _output;
     private readonly IPageSource _source;
-    private readonly CriuPageServerOptions _options;
-    private readonly ILogger _logger;
     private long _commands;
     private long _pagesSent;
     private long _bytesSent;
     private long _unflushed;
-    private int _started;
 
     public CriuLazyPageServerSession(IDuplexPipe transport, IPageSource source, CriuPageServerOptions? options = null, ILogger? logger = null)
+        : base(transport, options, logger, "criu lazy page-server session", "the lazy-pages daemon")
     {
-        ArgumentNullException.ThrowIfNull(transport);
         ArgumentNullException.ThrowIfNull(source);
-        _input = transport.Input;
-        _output = transport.Output;
         _source = source;
-        _options = (options ?? new CriuPageServerOptions()).Validate();
-        _logger = logger ?? NullLogger.Instance;
     }
 
     /// <summary>GET requests answered (<see cref="PageServerCounters.Commands"/> counts every header), pages and bytes sent.</summary>
-    public PageServerCounters Counters => new(_commands, _pagesSent, 0, 0, _bytesSent);
+    public override PageServerCounters Counters => new(_commands, _pagesSent, 0, 0, _bytesSent);
 
-    /// <summary>Serves until CLOSE, a violation, a source failure or the end of the stream. Runs once; throws only on cancellation.</summary>
-    public async Task<PageServerResult> RunAsync(CancellationToken ct)
-    {
-        if (Interlocked.Exchange(ref _started, 1) != 0)
-        {
-            throw new InvalidOperationException("a page-server session serves its connection once");
-        }
-
-        try
-        {
-            var result = await ServeAsync(ct).ConfigureAwait(false);
-            if (result.IsCompleted)
-            {
-                _logger.SessionCompleted(Name, result.Counters);
-            }
-            else
-            {
-                _logger.SessionFailed(Name, result.Outcome, result.Error ?? "");
-            }
-
-            return result;
-        }
-        catch (OperationCanceledException) when (ct.IsCancellationRequested)
-        {
-            _logger.SessionCanceled(Name, Counters);
-            throw;
-        }
-    }
-
-    private async Task<PageServerResult> ServeAsync(CancellationToken ct)
+    private protected override async Task<PageServerResult> ServeAsync(CancellationToken ct)
     {
         while (true)
         {
             ReadResult read;
             try
             {
-                read = await _input.ReadAsync(ct).ConfigureAwait(false);
+                read = await Input.ReadAsync(ct).ConfigureAwait(false);
             }
             catch (Exception ex) when (!IsOwnCancellation(ex, ct))
             {
-                return Fail(PageServerOutcome.TransportFailed, $"receiving from the lazy-pages daemon failed: {ex.Message}");
+                return ReceiveFailed(ex);
             }
 
             var buffer = read.Buffer;
@@ -123,7 +83,7 @@ public sealed class CriuLazyPageServerSession
                         case PageServerCommand.Get:
                             end = Answer(iov);
                             // Several answers go out in one flush, but not more than a chunk's worth unflushed.
-                            if (end is null && _unflushed >= (long)_options.ChunkPages * PageSize)
+                            if (end is null && _unflushed >= (long)Options.ChunkPages * PageSize)
                             {
                                 end = await FlushAsync("GET answers", ct).ConfigureAwait(false);
                             }
@@ -173,7 +133,7 @@ public sealed class CriuLazyPageServerSession
             }
             finally
             {
-                _input.AdvanceTo(buffer.Start, read.Buffer.End);
+                Input.AdvanceTo(buffer.Start, read.Buffer.End);
             }
         }
     }
@@ -193,9 +153,9 @@ public sealed class CriuLazyPageServerSession
         }
 
         var target = new PageTarget((uint)iov.DstId, PageImageType.Pid);
-        if (iov.NrPages > _options.MaxPagesPerIov)
+        if (iov.NrPages > Options.MaxPagesPerIov)
         {
-            return Violation($"GET of nr_pages {iov.NrPages} at 0x{iov.Vaddr:x} for {target}, more than the limit of {_options.MaxPagesPerIov} pages per header");
+            return Violation($"GET of nr_pages {iov.NrPages} at 0x{iov.Vaddr:x} for {target}, more than the limit of {Options.MaxPagesPerIov} pages per header");
         }
 
         if (!PageFacts.IsValidRange(iov.Vaddr, iov.NrPages))
@@ -204,9 +164,9 @@ public sealed class CriuLazyPageServerSession
                 $"(a request is page-aligned, not empty, and below 0x{PageFacts.MaxUserAddress:x})");
         }
 
-        int asked = (int)Math.Min(iov.NrPages, (ulong)_options.MaxGetReplyPages);
+        int asked = (int)Math.Min(iov.NrPages, (ulong)Options.MaxGetReplyPages);
         int room = asked * PageSize;
-        var span = _output.GetSpan(PageServerIov.Size + room);
+        var span = Output.GetSpan(PageServerIov.Size + room);
         int held;
         try
         {
@@ -231,7 +191,7 @@ public sealed class CriuLazyPageServerSession
 
         PageServerIov.Create(PageServerCommand.AddF, PagemapFlags.Present, (ulong)held, iov.Vaddr, iov.DstId).Write(span);
         int length = PageServerIov.Size + (held * PageSize);
-        _output.Advance(length);
+        Output.Advance(length);
         _unflushed += length;
         _pagesSent += held;
         _bytesSent += (long)held * PageSize;
@@ -251,36 +211,11 @@ public sealed class CriuLazyPageServerSession
             return Violation($"{bytesAfter} bytes after {name}; nothing may follow it");
         }
 
-        BinaryPrimitives.WriteInt32LittleEndian(_output.GetSpan(sizeof(int)), 0);
-        _output.Advance(sizeof(int));
+        BinaryPrimitives.WriteInt32LittleEndian(Output.GetSpan(sizeof(int)), 0);
+        Output.Advance(sizeof(int));
         _unflushed += sizeof(int);
         return await FlushAsync($"the {name} answer", ct).ConfigureAwait(false) ?? PageServerResult.Completed(Counters);
     }
 
-    private async ValueTask<PageServerResult?> FlushAsync(string what, CancellationToken ct)
-    {
-        FlushResult flushed;
-        try
-        {
-            flushed = await _output.FlushAsync(ct).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (!IsOwnCancellation(ex, ct))
-        {
-            return Fail(PageServerOutcome.TransportFailed, $"sending {what} to the lazy-pages daemon failed: {ex.Message}");
-        }
-
-        if (flushed.IsCanceled)
-        {
-            throw new OperationCanceledException($"sending {what} was canceled");
-        }
-
-        _unflushed = 0;
-        return flushed.IsCompleted ? Fail(PageServerOutcome.PeerClosed, $"the lazy-pages daemon stopped reading before {what}") : null;
-    }
-
-    private static bool IsOwnCancellation(Exception ex, CancellationToken ct) => ex is OperationCanceledException && ct.IsCancellationRequested;
-
-    private PageServerResult Fail(PageServerOutcome outcome, string error) => PageServerResult.Failed(outcome, error, Counters);
-
-    private PageServerResult Violation(string error) => Fail(PageServerOutcome.ProtocolError, "criu sent " + error);
+    private protected override void OnFlushed() => _unflushed = 0;
 }

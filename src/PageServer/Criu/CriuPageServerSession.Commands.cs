@@ -52,9 +52,9 @@ public sealed partial class CriuPageServerSession
             return Violation($"{name} for {target} a second time in one session; CRIU opens each pagemap once per dump");
         }
 
-        if (_targets.Count >= _options.MaxTargets)
+        if (_targets.Count >= Options.MaxTargets)
         {
-            return Violation($"{name} for {target} beyond the limit of {_options.MaxTargets} targets per session");
+            return Violation($"{name} for {target} beyond the limit of {Options.MaxTargets} targets per session");
         }
 
         bool hasParent;
@@ -70,16 +70,16 @@ public sealed partial class CriuPageServerSession
         var state = new TargetState(target, hasParent);
         _targets.Add(target, state);
         _current = state;
-        _logger.TargetOpened(Name, target, hasParent);
+        Logger.TargetOpened(Name, target, hasParent);
 
         if (iov.Command == PageServerCommand.Open)
         {
             return null; // legacy OPEN has no answer
         }
 
-        var span = _output.GetSpan(1);
+        var span = Output.GetSpan(1);
         span[0] = hasParent ? (byte)1 : (byte)0;
-        _output.Advance(1);
+        Output.Advance(1);
         return await FlushAsync("the OPEN2 answer", ct).ConfigureAwait(false);
     }
 
@@ -98,8 +98,8 @@ public sealed partial class CriuPageServerSession
         // Pre-dump asks before it opens: a target not opened yet has no parent we know of. Answering 0 is always
         // safe, CRIU then sends every page instead of parent holes.
         int hasParent = _targets.TryGetValue(target, out var state) && state.HasParent ? 1 : 0;
-        BinaryPrimitives.WriteInt32LittleEndian(_output.GetSpan(sizeof(int)), hasParent);
-        _output.Advance(sizeof(int));
+        BinaryPrimitives.WriteInt32LittleEndian(Output.GetSpan(sizeof(int)), hasParent);
+        Output.Advance(sizeof(int));
         return await FlushAsync("the PARENT answer", ct).ConfigureAwait(false);
     }
 
@@ -134,9 +134,9 @@ public sealed partial class CriuPageServerSession
             return Violation($"{name} for {target} while {_current!.Target} is open; CRIU sends a target's pages right after opening it");
         }
 
-        if (iov.NrPages > _options.MaxPagesPerIov)
+        if (iov.NrPages > Options.MaxPagesPerIov)
         {
-            return Violation($"{name} of nr_pages {iov.NrPages} at 0x{iov.Vaddr:x} for {target}, more than the limit of {_options.MaxPagesPerIov} pages per header");
+            return Violation($"{name} of nr_pages {iov.NrPages} at 0x{iov.Vaddr:x} for {target}, more than the limit of {Options.MaxPagesPerIov} pages per header");
         }
 
         if (!PageFacts.IsValidRange(iov.Vaddr, iov.NrPages))
@@ -217,8 +217,8 @@ public sealed partial class CriuPageServerSession
         }
 
         // The acknowledgement CRIU waits for: everything it sent is durable now.
-        BinaryPrimitives.WriteInt32LittleEndian(_output.GetSpan(sizeof(int)), 0);
-        _output.Advance(sizeof(int));
+        BinaryPrimitives.WriteInt32LittleEndian(Output.GetSpan(sizeof(int)), 0);
+        Output.Advance(sizeof(int));
         return await FlushAsync($"the {name} answer", ct).ConfigureAwait(false) ?? PageServerResult.Completed(Counters);
     }
 
@@ -237,26 +237,6 @@ public sealed partial class CriuPageServerSession
         bad = Violation($"{name} with dst_id 0x{iov.DstId:x} (type {iov.DstId & 0xff}, id {iov.DstId >> 8}), which names no pagemap: " +
             $"type is 1 (pid) or 2 (shmem) and id 1 .. {PageTarget.MaxId}");
         return false;
-    }
-
-    private async ValueTask<PageServerResult?> FlushAsync(string what, CancellationToken ct)
-    {
-        FlushResult flushed;
-        try
-        {
-            flushed = await _output.FlushAsync(ct).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (!IsOwnCancellation(ex, ct))
-        {
-            return Fail(PageServerOutcome.TransportFailed, $"sending {what} to criu failed: {ex.Message}");
-        }
-
-        if (flushed.IsCanceled)
-        {
-            throw new OperationCanceledException($"sending {what} was canceled");
-        }
-
-        return flushed.IsCompleted ? Fail(PageServerOutcome.PeerClosed, $"criu stopped reading before {what}") : null;
     }
 
     private static ValueTask<PageServerResult?> Stop(PageServerResult result) => ValueTask.FromResult<PageServerResult?>(result);

@@ -28,16 +28,10 @@ namespace Migration.PageServer.Criu;
 /// A present run is forwarded as whole pages arrive, so a run cut short by EOF has been partly forwarded; such a round
 /// is never acknowledged (<see cref="IPageSink.CompleteRoundAsync"/> is not called).
 /// </remarks>
-public sealed partial class CriuPageServerSession
+public sealed partial class CriuPageServerSession : PageServerSession
 {
     private const int PageSize = PageFacts.PageSize;
-    private const string Name = "criu page-server session";
-
-    private readonly PipeReader _input;
-    private readonly PipeWriter _output;
     private readonly IPageSink _sink;
-    private readonly CriuPageServerOptions _options;
-    private readonly ILogger _logger;
     private readonly Dictionary<PageTarget, TargetState> _targets = [];
     private TargetState? _current;
     private PresentRun _run;
@@ -46,66 +40,29 @@ public sealed partial class CriuPageServerSession
     private long _pagesParent;
     private long _pagesLazy;
     private long _bytes;
-    private int _started;
 
     public CriuPageServerSession(IDuplexPipe transport, IPageSink sink, CriuPageServerOptions? options = null, ILogger? logger = null)
+        : base(transport, options, logger, "criu page-server session", "criu")
     {
-        ArgumentNullException.ThrowIfNull(transport);
         ArgumentNullException.ThrowIfNull(sink);
-        _input = transport.Input;
-        _output = transport.Output;
         _sink = sink;
-        _options = (options ?? new CriuPageServerOptions()).Validate();
-        _logger = logger ?? NullLogger.Instance;
     }
 
     /// <summary>What was moved so far.</summary>
-    public PageServerCounters Counters => new(_commands, _pagesPresent, _pagesParent, _pagesLazy, _bytes);
+    public override PageServerCounters Counters => new(_commands, _pagesPresent, _pagesParent, _pagesLazy, _bytes);
 
-    /// <summary>
-    /// Serves the connection until CLOSE, a violation, a sink failure or the end of the stream. Runs once.
-    /// Throws only <see cref="OperationCanceledException"/> (when <paramref name="ct"/> is canceled).
-    /// </summary>
-    public async Task<PageServerResult> RunAsync(CancellationToken ct)
-    {
-        if (Interlocked.Exchange(ref _started, 1) != 0)
-        {
-            throw new InvalidOperationException("a page-server session serves its connection once");
-        }
-
-        try
-        {
-            var result = await ServeAsync(ct).ConfigureAwait(false);
-            if (result.IsCompleted)
-            {
-                _logger.SessionCompleted(Name, result.Counters);
-            }
-            else
-            {
-                _logger.SessionFailed(Name, result.Outcome, result.Error ?? "");
-            }
-
-            return result;
-        }
-        catch (OperationCanceledException) when (ct.IsCancellationRequested)
-        {
-            _logger.SessionCanceled(Name, Counters);
-            throw;
-        }
-    }
-
-    private async Task<PageServerResult> ServeAsync(CancellationToken ct)
+    private protected override async Task<PageServerResult> ServeAsync(CancellationToken ct)
     {
         while (true)
         {
             ReadResult read;
             try
             {
-                read = await _input.ReadAsync(ct).ConfigureAwait(false);
+                read = await Input.ReadAsync(ct).ConfigureAwait(false);
             }
             catch (Exception ex) when (!IsOwnCancellation(ex, ct))
             {
-                return Fail(PageServerOutcome.TransportFailed, $"receiving from criu failed: {ex.Message}");
+                return ReceiveFailed(ex);
             }
 
             var buffer = read.Buffer;
@@ -127,7 +84,7 @@ public sealed partial class CriuPageServerSession
                             break;
                         }
 
-                        int pages = (int)Math.Min(whole, Math.Min(_run.PagesLeft, (ulong)_options.ChunkPages));
+                        int pages = (int)Math.Min(whole, Math.Min(_run.PagesLeft, (ulong)Options.ChunkPages));
                         var data = buffer.Slice(0, (long)pages * PageSize);
                         var failed = await ForwardChunkAsync(pages, data, ct).ConfigureAwait(false);
                         if (failed is not null)
@@ -159,7 +116,7 @@ public sealed partial class CriuPageServerSession
             }
             finally
             {
-                _input.AdvanceTo(buffer.Start, read.Buffer.End);
+                Input.AdvanceTo(buffer.Start, read.Buffer.End);
             }
         }
     }
@@ -201,12 +158,6 @@ public sealed partial class CriuPageServerSession
         return Fail(PageServerOutcome.PeerClosed,
             $"criu closed the connection before CLOSE, after {_commands} commands: the dump did not finish and the round was not acknowledged");
     }
-
-    private static bool IsOwnCancellation(Exception ex, CancellationToken ct) => ex is OperationCanceledException && ct.IsCancellationRequested;
-
-    private PageServerResult Fail(PageServerOutcome outcome, string error) => PageServerResult.Failed(outcome, error, Counters);
-
-    private PageServerResult Violation(string error) => Fail(PageServerOutcome.ProtocolError, "criu sent " + error);
 
     private PageServerResult SinkFailed(Exception ex, string doing) =>
         Fail(PageServerOutcome.SinkFailed, $"sink failed {doing}: {ex.GetType().Name}: {ex.Message}");
