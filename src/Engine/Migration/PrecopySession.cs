@@ -23,6 +23,9 @@ public sealed partial class PrecopySession : ICutoverFilter, IDisposable
     private const int ChunkPages = 256;
 
     private readonly List<TrackedTask> _tasks = [];
+
+    /// <summary>The tasks by vpid: <see cref="IsClean"/> is asked for every page of the final dump.</summary>
+    private readonly Dictionary<int, TrackedTask> _byVpid = [];
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
 
@@ -57,7 +60,9 @@ public sealed partial class PrecopySession : ICutoverFilter, IDisposable
             foreach (var pid in pids)
             {
                 var tracker = DirtyTracker.Attach(pid, logger: logger);
-                session._tasks.Add(new TrackedTask(pid, ProcessMemory.VirtualPid(pid), tracker));
+                var task = new TrackedTask(pid, ProcessMemory.VirtualPid(pid), tracker);
+                session._tasks.Add(task);
+                session._byVpid[task.Vpid] = task;
             }
         }
         catch
@@ -219,18 +224,8 @@ public sealed partial class PrecopySession : ICutoverFilter, IDisposable
         }
     }
 
-    public bool IsClean(int vpid, ulong vaddr)
-    {
-        foreach (var t in _tasks)
-        {
-            if (t.Vpid == vpid)
-            {
-                return t.Clean.Contains(vaddr / PageSize);
-            }
-        }
-
-        return false;
-    }
+    public bool IsClean(int vpid, ulong vaddr) =>
+        _byVpid.TryGetValue(vpid, out var t) && t.Clean.Contains(vaddr / PageSize);
 
     /// <summary>Detaches every tracker (idempotent; a task that is gone is fine).</summary>
     public void Dispose()
@@ -249,6 +244,7 @@ public sealed partial class PrecopySession : ICutoverFilter, IDisposable
         }
 
         _tasks.Clear();
+        _byVpid.Clear();
     }
 
     [LoggerMessage(EventId = 220, Level = LogLevel.Information, Message = "dirty tracking attached to {Tasks} tasks")]
