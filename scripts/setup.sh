@@ -13,7 +13,9 @@ CRIU_VERSION=4.2.1
 CRIU_ORIG_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
 CRIU_PREFIX=/opt/migrate/criu
 CRIU_BIN=$CRIU_PREFIX/sbin/criu
-INSTALL_DIR=/opt/migrate/bin
+# MIGRATE_INSTALL_DIR publishes elsewhere (a second checkout benchmarking beside this one); only the default
+# location is linked into /usr/local/bin.
+INSTALL_DIR=${MIGRATE_INSTALL_DIR:-/opt/migrate/bin}
 PIPE_MAX=$((4 * 1024 * 1024))
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -117,7 +119,9 @@ mkdir -p "$INSTALL_DIR"
 # Separate folders: the agent runs on the ASP.NET shared framework, the CLI carries its own assemblies.
 dotnet publish "$REPO/src/Migrator.Source/Migrator.Source.csproj" -c Release -o "$INSTALL_DIR/migrate.d" --nologo -v quiet >&2
 dotnet publish "$REPO/src/Migrator.Target/Migrator.Target.csproj" -c Release -o "$INSTALL_DIR/migrate-agent.d" --nologo -v quiet >&2
-ln -sfn "$INSTALL_DIR/migrate.d/migrate" /usr/local/bin/migrate
-ln -sfn "$INSTALL_DIR/migrate-agent.d/migrate-agent" /usr/local/bin/migrate-agent
+if [ -z "${MIGRATE_INSTALL_DIR:-}" ]; then
+  ln -sfn "$INSTALL_DIR/migrate.d/migrate" /usr/local/bin/migrate
+  ln -sfn "$INSTALL_DIR/migrate-agent.d/migrate-agent" /usr/local/bin/migrate-agent
+fi
 install -m 0755 "$REPO/native/bin/memwork" "$INSTALL_DIR/memwork"
-log "done: criu=$CRIU_BIN migrate=$(command -v migrate) migrate-agent=$(command -v migrate-agent)"
+log "done: criu=$CRIU_BIN migrate=$INSTALL_DIR/migrate.d/migrate migrate-agent=$INSTALL_DIR/migrate-agent.d/migrate-agent"

@@ -16,6 +16,8 @@ B=/tmp/migrate-downtime
 bash "$REPO/scripts/setup.sh" >/dev/null 2>&1
 # shellcheck source=../lib/hosts.sh
 . "$REPO/scripts/lib/hosts.sh"
+BIN=${MIGRATE_INSTALL_DIR:-/opt/migrate/bin}
+MIGRATE=$BIN/migrate.d/migrate AGENTBIN=$BIN/migrate-agent.d/migrate-agent
 
 cleanup() {
   set +e
@@ -35,7 +37,7 @@ rm -rf "$B"
 mkdir -p "$B"
 umask 077
 head -c 32 /dev/urandom | base64 >"$B/token"
-nsenter --net=/run/netns/$TGT migrate-agent --listen 10.243.0.2:7070 --token-file "$B/token" --work-dir "$B/agent" \
+nsenter --net=/run/netns/$TGT "$AGENTBIN" --listen 10.243.0.2:7070 --token-file "$B/token" --work-dir "$B/agent" \
   --log-dir "$B/logs" >"$B/agent.out" 2>&1 &
 AGENT=$!
 for _ in $(seq 100); do grep -q "listening on" "$B/agent.out" && break; sleep 0.1; done
@@ -59,7 +61,7 @@ for mib in $SIZES; do
       done
       sleep 1 # let the writer run
       query "$SRC" RESETGAP >/dev/null
-      json=$(nsenter --net=/run/netns/$SRC migrate --to 10.243.0.2:7070 --token-file "$B/token" --mode "$mode" --json \
+      json=$(nsenter --net=/run/netns/$SRC "$MIGRATE" --to 10.243.0.2:7070 --token-file "$B/token" --mode "$mode" --json \
         --work-dir "$B/src" --log-dir "$B/logs" "$PID" 2>"$B/migrate-$mib-$w-$mode.err" | tail -n1)
       status=$(query "$TGT" STATUS)
       gap=$(sed -n 's/.*maxgap_us=\([0-9]*\).*/\1/p' <<<"$status")

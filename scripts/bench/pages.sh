@@ -25,6 +25,8 @@ WPORT=9100
 bash "$REPO/scripts/setup.sh" >/dev/null
 # shellcheck source=../lib/hosts.sh
 . "$REPO/scripts/lib/hosts.sh"
+BIN=${MIGRATE_INSTALL_DIR:-/opt/migrate/bin}
+MIGRATE=$BIN/migrate.d/migrate AGENTBIN=$BIN/migrate-agent.d/migrate-agent
 command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
 
 cleanup() {
@@ -95,13 +97,13 @@ for link in $LINKS; do
 
   # (b) ours.
   # nsenter execs the agent, so $! is the agent itself (through a shell function it would be a subshell).
-  nsenter --net="/run/netns/$TNS" migrate-agent --listen "$ADDR:7070" --token-file "$B/token" --work-dir "$B/agent" --log-dir "$B/logs" \
+  nsenter --net="/run/netns/$TNS" "$AGENTBIN" --listen "$ADDR:7070" --token-file "$B/token" --work-dir "$B/agent" --log-dir "$B/logs" \
     >"$B/agent-$link.out" 2>&1 &
   AGENT=$!
   for _ in $(seq 100); do grep -q "listening on" "$B/agent-$link.out" && break; sleep 0.1; done
   agent_before=$(cpu_ticks "$AGENT")
   before=$(link_bytes "$DEVNS" "$DEV")
-  on "$SRC" /usr/bin/time -f "%e %U %S" -o "$B/time-migrate" migrate --to "$ADDR:7070" --token-file "$B/token" \
+  on "$SRC" /usr/bin/time -f "%e %U %S" -o "$B/time-migrate" "$MIGRATE" --to "$ADDR:7070" --token-file "$B/token" \
     --mode cold --dry-run --json --work-dir "$B/src" --log-dir "$B/logs" "$PID" >"$B/ours-$link.json"
   after=$(link_bytes "$DEVNS" "$DEV")
   agent_after=$(cpu_ticks "$AGENT")
