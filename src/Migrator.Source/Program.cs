@@ -14,6 +14,10 @@ var to = new Option<string>("--to") { Description = "The target agent, HOST:PORT
 var tokenFile = new Option<string>("--token-file") { Description = "File holding the shared secret token (mode 600); the agent uses the same one", Required = true };
 var mode = new Option<string>("--mode") { Description = "precopy: copy memory while the workload runs (userfaultfd write-protect dirty tracking), then freeze briefly for the rest; cold: freeze, dump, transfer, restore", DefaultValueFactory = _ => "precopy" };
 mode.AcceptOnlyFromAmong("precopy", "cold");
+var finalDump = new Option<string>("--final-dump") { Description = "precopy mode, while frozen: lazy: CRIU dumps metadata only and only pages written since the last iteration are read and sent; full: CRIU reads every page once more and only the changed ones are sent (slower; a fallback)", DefaultValueFactory = _ => "lazy" };
+finalDump.AcceptOnlyFromAmong("lazy", "full");
+var restorePages = new Option<string>("--restore-pages") { Description = "precopy mode with --final-dump lazy, on the target: lazy: the tree resumes before its memory is filled (criu lazy-pages fills it from the target's own copy, first-touched pages first); eager: the restore reads every page before the tree resumes (longer freeze)", DefaultValueFactory = _ => "lazy" };
+restorePages.AcceptOnlyFromAmong("lazy", "eager");
 var maxIterations = new Option<int>("--max-iterations") { Description = "Pre-copy iterations at most, the full first copy included", DefaultValueFactory = _ => 8 };
 var maxDowntime = new Option<int>("--max-downtime") { Description = "Milliseconds the final dirty set may take to move at the measured rate: pre-copy stops once it fits", DefaultValueFactory = _ => 300 };
 var json = new Option<bool>("--json") { Description = "Print the result as one JSON object on the last line of stdout" };
@@ -40,7 +44,7 @@ var root = new RootCommand("""
     2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy.
     """)
 {
-    to, tokenFile, mode, maxIterations, maxDowntime, json, workDir, logDir, keepImages, tcpEstablished, shellJob, timeout, compress, dryRun, verbose, pidArg,
+    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, json, workDir, logDir, keepImages, tcpEstablished, shellJob, timeout, compress, dryRun, verbose, pidArg,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -94,6 +98,8 @@ root.SetAction(async (parse, ct) =>
             TcpEstablished = parse.GetValue(tcpEstablished),
             ShellJob = parse.GetValue(shellJob),
             Mode = parse.GetValue(mode)!,
+            FinalDump = parse.GetValue(finalDump)!,
+            LazyRestore = parse.GetValue(restorePages) == "lazy",
             CutoverTimeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(timeout))),
             DryRun = parse.GetValue(dryRun),
             Precopy = new PrecopyPolicy
@@ -149,6 +155,11 @@ root.SetAction(async (parse, ct) =>
                 Console.Out.WriteLine($"  precopy  not used: {r.PrecopyNote}");
             }
 
+            if (r.FinalRound is { } fr)
+            {
+                Console.Out.WriteLine($"  final    {fr.MemoryPages + fr.ImagePages} pages sent while frozen ({fr.MemoryPages} written since the last iteration or never copied, {fr.ImagePages} from CRIU's images), {fr.CleanPages} kept from pre-copy, {fr.Elapsed.TotalMilliseconds:0} ms");
+            }
+
             Console.Out.WriteLine($"  frozen   {r.Frozen.TotalMilliseconds:0} ms, {r.BytesFrozen / 1048576.0:0.0} MiB moved while frozen (dump {r.Dump.TotalMilliseconds:0}, transfer {r.Transfer.TotalMilliseconds:0}, restore {r.Restore.TotalMilliseconds:0})");
             Console.Out.WriteLine($"  total    {r.Total.TotalMilliseconds:0} ms");
             if (asJson)
@@ -181,6 +192,17 @@ root.SetAction(async (parse, ct) =>
                 {
                     doc["precopyStop"] = r.PrecopyNote;
                 }
+
+                if (r.FinalRound is { } f)
+                {
+                    doc["finalDump"] = "lazy";
+                    doc["restorePages"] = options.LazyRestore ? "lazy" : "eager";
+                    doc["finalPagesFromMemory"] = f.MemoryPages;
+                    doc["finalPagesFromImages"] = f.ImagePages;
+                    doc["finalPagesKept"] = f.CleanPages;
+                    doc["finalRoundMs"] = Math.Round(f.Elapsed.TotalMilliseconds, 1);
+                }
+
                 if (r.Pages is { } ps)
                 {
                     doc["pages"] = ps.Pages;

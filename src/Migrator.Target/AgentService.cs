@@ -95,7 +95,7 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
     {
         var manifest = req.Manifest.Select(f => new Engine.Migration.ImageFileInfo(f.Name, f.Size, f.Sha256.ToByteArray())).ToArray();
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        int pid = await agent.RestoreAsync(req.MigrationId, manifest, req.PagesStreamed, ctx.Cancellation).ConfigureAwait(false);
+        int pid = await agent.RestoreAsync(req.MigrationId, manifest, req.PagesStreamed, req.LazyPages, ctx.Cancellation).ConfigureAwait(false);
         return new RestoreReply { Pid = pid, RestoreMs = (uint)sw.ElapsedMilliseconds };
     }
 

@@ -18,6 +18,19 @@ public sealed class RequiresRootFactAttribute : FactAttribute
     }
 }
 
+/// <summary>The theory form of <see cref="RequiresRootFactAttribute"/>: same prerequisites, same rule under CI.</summary>
+public sealed class RequiresRootTheoryAttribute : TheoryAttribute
+{
+    public RequiresRootTheoryAttribute()
+    {
+        var why = Environment.GetEnvironmentVariable("CI") == "true" ? null : Prerequisites.Missing();
+        if (why is not null)
+        {
+            Skip = why;
+        }
+    }
+}
+
 public static class Prerequisites
 {
     private static readonly Lazy<string?> s_missing = new(Probe);

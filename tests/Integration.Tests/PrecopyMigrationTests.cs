@@ -9,8 +9,14 @@ namespace Migration.Integration.Tests;
 /// <summary>Live migration: pre-copy with userfaultfd write-protect tracking while the workload keeps writing.</summary>
 public sealed class PrecopyMigrationTests(ITestOutputHelper output)
 {
-    [RequiresRootFact]
-    public async Task WritingWorkloadKeepsItsPatternThroughLiveMigration()
+    /// <summary>
+    /// Default (lazy final dump, lazy restore: CRIU dumps metadata only, the target resumes before criu lazy-pages filled
+    /// the memory) and the fallback (CRIU reads every page into our page server, the restore reads every page).
+    /// </summary>
+    [RequiresRootTheory]
+    [InlineData("lazy", "lazy")]
+    [InlineData("full", "eager")]
+    public async Task WritingWorkloadKeepsItsPatternThroughLiveMigration(string finalDump, string restorePages)
     {
         await using var hosts = await TestHosts.CreateAsync();
         var token = hosts.NewToken();
@@ -20,12 +26,26 @@ public sealed class PrecopyMigrationTests(ITestOutputHelper output)
         int pid = workload.SinglePid();
         var before = await workload.StatusAsync(hosts.Source);
 
-        var (result, json) = await MigrateCommand.RunAsync(hosts, agent.Endpoint, token, pid, "--mode", "precopy");
+        var (result, json) = await MigrateCommand.RunAsync(hosts, agent.Endpoint, token, pid, "--mode", "precopy",
+            "--final-dump", finalDump, "--restore-pages", restorePages);
         output.WriteLine(result.ToString());
 
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal("precopy", json.GetProperty("mode").GetString());
         Assert.True(json.GetProperty("iterations").GetInt32() >= 1, "pre-copy ran no iteration");
+        if (finalDump == "lazy")
+        {
+            // CRIU sent no page: the last round was ours, mostly PARENT runs for pages the target already held.
+            Assert.Equal("lazy", json.GetProperty("restorePages").GetString());
+            long kept = json.GetProperty("finalPagesKept").GetInt64();
+            long fromMemory = json.GetProperty("finalPagesFromMemory").GetInt64();
+            Assert.True(kept > 10 * fromMemory, $"{kept} pages kept from pre-copy, {fromMemory} read while frozen");
+        }
+        else
+        {
+            Assert.False(json.TryGetProperty("finalDump", out _));
+        }
+
         ulong frozenBytes = json.GetProperty("bytesFrozen").GetUInt64();
         ulong allBytes = json.GetProperty("bytesSent").GetUInt64();
         // Most of the memory moved before the freeze: what crossed while frozen is a small part.

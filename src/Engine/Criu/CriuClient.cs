@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Migration.Engine.Criu.Rpc;
 using Migration.Engine.Native;
@@ -83,11 +84,6 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
             opts.LeaveStopped = true;
         }
 
-        if (spec.LazyPages)
-        {
-            opts.LazyPages = true;
-        }
-
         if (spec.TcpEstablished)
         {
             opts.TcpEstablished = true;
@@ -99,11 +95,61 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
             opts.Ps = new CriuPageServerInfo { Address = spec.PageServerAddress, Port = spec.PageServerPort };
         }
 
-        var req = new CriuReq { Type = CriuReqType.Dump, Opts = opts };
-        LogDumpStarting(spec.Pid, spec.ImagesDir);
-        await CallAsync("dump", req, Path.Combine(spec.WorkDir, spec.LogFile),
-            n => onNotify(n.Script ?? "", n.Pid), ct).ConfigureAwait(false);
+        Socket? lazyServer = null;
+        OwnedFd? lazyServerChildEnd = null;
+        try
+        {
+            if (spec.LazyPages)
+            {
+                if (spec.PageServerAddress is not null)
+                {
+                    throw new ArgumentException("a lazy dump writes no pages: it takes no page server", nameof(spec));
+                }
+
+                opts.LazyPages = true;
+                (lazyServer, lazyServerChildEnd) = LazyServerSocket();
+
+                // CRIU's RPC ignores the page-server address of a lazy dump (it would listen on every interface); its
+                // configuration file can hand it a connected socket instead (--ps-socket), which no one else can reach.
+                var conf = Path.Combine(spec.WorkDir, "lazy-dump.conf");
+                await File.WriteAllTextAsync(conf, $"ps-socket {lazyServerChildEnd.Value}\n", ct).ConfigureAwait(false);
+                opts.ConfigFile = conf;
+            }
+
+            var req = new CriuReq { Type = CriuReqType.Dump, Opts = opts };
+            LogDumpStarting(spec.Pid, spec.ImagesDir);
+            await CallAsync("dump", req, Path.Combine(spec.WorkDir, spec.LogFile),
+                n => onNotify(n.Script ?? "", n.Pid), ct, inherit: lazyServerChildEnd).ConfigureAwait(false);
+        }
+        finally
+        {
+            lazyServerChildEnd?.Dispose();
+            lazyServer?.Dispose();
+        }
     }
+
+    /// <summary>
+    /// The connection a lazy dump's page server serves after post-dump, with PS_IOV_CLOSE already queued on it.
+    /// CRIU keeps the tree frozen until that server ends, and the engine reads what it needs itself, so the server
+    /// ends as soon as it starts, whatever happened before (post-dump refused, the engine gone): never a frozen
+    /// tree waiting for a connection. Returns our end and the end CRIU inherits.
+    /// </summary>
+    private static (Socket Ours, OwnedFd Child) LazyServerSocket()
+    {
+        var (ours, child) = SocketPair.Stream();
+
+        // struct page_server_iov { u32 cmd; (4 bytes padding) u64 nr_pages; u64 vaddr; u64 dst_id; }, little-endian.
+        Span<byte> close = stackalloc byte[PageServerIovBytes];
+        close.Clear();
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(close, PsIovClose);
+        ours.Send(close);
+        return (ours, child);
+    }
+
+    /// <summary>CRIU's PS_IOV_CLOSE command and the size of its page-server header (criu/page-xfer.c).</summary>
+    private const uint PsIovClose = 0x1023;
+
+    private const int PageServerIovBytes = 32;
 
     /// <summary>Restores the tree; returns the root's pid (in this process's pid namespace).</summary>
     public async Task<int> RestoreAsync(RestoreSpec spec, Func<string, int, Task<bool>>? onNotify, CancellationToken ct)
@@ -153,9 +199,10 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
     };
 
     private async Task<CriuResp> CallAsync(string operation, CriuReq req, string? logPath,
-        Func<CriuNotify, Task<bool>>? onNotify, CancellationToken ct, bool requireSuccess = true)
+        Func<CriuNotify, Task<bool>>? onNotify, CancellationToken ct, bool requireSuccess = true, OwnedFd? inherit = null)
     {
-        await using var swrk = CriuSwrk.Start(Options.CriuPath);
+        await using var swrk = CriuSwrk.Start(Options.CriuPath, inherit?.Value ?? -1);
+        inherit?.Dispose(); // CRIU holds its copy now
         CriuResp resp;
         try
         {

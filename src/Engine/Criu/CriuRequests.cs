@@ -19,6 +19,12 @@ public sealed record DumpSpec
 
     /// <summary>Leave the tree stopped instead of killing it after a successful dump.</summary>
     public bool LeaveStopped { get; init; }
+
+    /// <summary>
+    /// Anonymous private pages are not dumped: their pagemap entries are marked lazy (no data), and the caller reads
+    /// them from the frozen tree itself (from post-dump until CRIU answers). CRIU's own lazy page server is ended at
+    /// once. Other pages (stacks, file-backed private pages) are written to the pages images as usual.
+    /// </summary>
     public bool LazyPages { get; init; }
 
     /// <summary>Network lock method when TCP connections are dumped ("nftables" here: CRIU links libnftables).</summary>

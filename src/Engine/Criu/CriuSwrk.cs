@@ -25,7 +25,7 @@ internal sealed class CriuSwrk : IAsyncDisposable
     /// Spawns are serialized so that the one inheritable descriptor (the child's socket end) is inherited
     /// only by the criu it is meant for, not by a process another thread starts at the same moment.
     /// </summary>
-    private static readonly Lock s_spawnLock = new();
+    internal static readonly Lock SpawnLock = new();
 
     private readonly Socket _socket;
     private readonly Process _process;
@@ -56,7 +56,11 @@ internal sealed class CriuSwrk : IAsyncDisposable
         }
     }
 
-    public static unsafe CriuSwrk Start(string criuPath)
+    /// <summary>
+    /// Starts <c>criu swrk</c>. <paramref name="inheritFd"/> (optional) is a further descriptor the child inherits
+    /// under the same number; the caller keeps and closes its own copy.
+    /// </summary>
+    public static unsafe CriuSwrk Start(string criuPath, int inheritFd = -1)
     {
         int* sv = stackalloc int[2];
         if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, sv) != 0)
@@ -77,10 +81,15 @@ internal sealed class CriuSwrk : IAsyncDisposable
             };
             psi.ArgumentList.Add("swrk");
             psi.ArgumentList.Add(sv[1].ToString(System.Globalization.CultureInfo.InvariantCulture));
-            lock (s_spawnLock)
+            lock (SpawnLock)
             {
                 // The child's end must survive exec; ours stays close-on-exec.
                 Libc.fcntl(sv[1], Libc.F_SETFD, 0);
+                if (inheritFd >= 0)
+                {
+                    Libc.fcntl(inheritFd, Libc.F_SETFD, 0);
+                }
+
                 try
                 {
                     process = Process.Start(psi) ?? throw new IOException($"could not start {criuPath}");
@@ -88,6 +97,10 @@ internal sealed class CriuSwrk : IAsyncDisposable
                 finally
                 {
                     Libc.close(sv[1]);
+                    if (inheritFd >= 0)
+                    {
+                        Libc.fcntl(inheritFd, Libc.F_SETFD, Libc.FD_CLOEXEC);
+                    }
                 }
             }
         }

@@ -20,6 +20,12 @@ public sealed record PagemapImage(uint PagesId, IReadOnlyList<PagemapRun> Runs)
 {
     public const int PageSize = 4096;
 
+    /// <summary>
+    /// A lazy dump's own <c>pagemap-VPID.img</c> travels to the target under this prefix: it names the runs CRIU left
+    /// lazy, which a lazy restore marks in the composed pagemap (<see cref="MarkLazy"/>).
+    /// </summary>
+    public const string LazyMapPrefix = "lazy-pagemap-";
+
     /// <summary>Highest user address on the 64-bit platforms CRIU supports (47-bit and 57-bit VA; take 57).</summary>
     public const ulong MaxUserAddress = 1UL << 57;
 
@@ -62,6 +68,83 @@ public sealed record PagemapImage(uint PagesId, IReadOnlyList<PagemapRun> Runs)
             // compat_nr_pages is a required field for CRIU's decoder: 0, as CRIU writes it; nr_pages holds the count.
             ImageFile.WriteEntry(s, new PagemapEntry { Vaddr = r.Vaddr, CompatNrPages = 0, NrPages = r.NrPages, Flags = (uint)r.Flags });
         }
+    }
+
+    /// <summary>
+    /// This image with the pages <paramref name="lazy"/> covers (the lazy runs of CRIU's own dump of the same task,
+    /// ascending) marked for <c>criu lazy-pages</c>, runs split at the boundaries: present pages become PRESENT|LAZY
+    /// (they keep their data in the pages file, so later offsets hold), parent pages become LAZY alone. The restore
+    /// skips lazy pages; the daemon asks its page server for them. Parent pages cannot stay PARENT|LAZY: CRIU 4.2.1's
+    /// daemon reads those from the local parent image without completing the fault (criu/pagemap.c read_parent_page
+    /// has no io_complete), and the task hangs.
+    /// </summary>
+    public PagemapImage MarkLazy(IReadOnlyList<PagemapRun> lazy)
+    {
+        var runs = new List<PagemapRun>(Runs.Count + lazy.Count);
+        int li = 0;
+        foreach (var run in Runs)
+        {
+            ulong at = run.Vaddr, end = run.Vaddr + run.NrPages * PageSize;
+            while (at < end)
+            {
+                while (li < lazy.Count && lazy[li].Vaddr + lazy[li].NrPages * PageSize <= at)
+                {
+                    li++;
+                }
+
+                ulong lazyStart = li < lazy.Count ? lazy[li].Vaddr : ulong.MaxValue;
+                ulong lazyEnd = li < lazy.Count ? lazy[li].Vaddr + lazy[li].NrPages * PageSize : ulong.MaxValue;
+                bool inside = at >= lazyStart;
+                ulong stop = Math.Min(end, inside ? lazyEnd : lazyStart);
+                var flags = !inside ? run.Flags : run.Flags switch
+                {
+                    PagemapFlags.Present or (PagemapFlags.Present | PagemapFlags.Lazy) => PagemapFlags.Present | PagemapFlags.Lazy,
+                    PagemapFlags.Parent or (PagemapFlags.Parent | PagemapFlags.Lazy) or PagemapFlags.Lazy => PagemapFlags.Lazy,
+                    _ => run.Flags,
+                };
+                if (runs.Count > 0 && runs[^1] is var last && last.Flags == flags && last.Vaddr + last.NrPages * PageSize == at)
+                {
+                    runs[^1] = last with { NrPages = last.NrPages + (stop - at) / PageSize };
+                }
+                else
+                {
+                    runs.Add(new PagemapRun(at, (stop - at) / PageSize, flags));
+                }
+
+                at = stop;
+            }
+        }
+
+        return this with { Runs = runs };
+    }
+
+    /// <summary>This image without the pages in [<paramref name="start"/>, <paramref name="end"/>) (runs cut at the edges).</summary>
+    public PagemapImage Without(ulong start, ulong end)
+    {
+        start &= ~(ulong)(PageSize - 1);
+        end = (end + PageSize - 1) & ~(ulong)(PageSize - 1);
+        var runs = new List<PagemapRun>(Runs.Count + 1);
+        foreach (var r in Runs)
+        {
+            ulong rEnd = r.Vaddr + r.NrPages * PageSize;
+            if (rEnd <= start || r.Vaddr >= end)
+            {
+                runs.Add(r);
+                continue;
+            }
+
+            if (r.Vaddr < start)
+            {
+                runs.Add(r with { NrPages = (start - r.Vaddr) / PageSize });
+            }
+
+            if (rEnd > end)
+            {
+                runs.Add(new PagemapRun(end, (rEnd - end) / PageSize, r.Flags));
+            }
+        }
+
+        return this with { Runs = runs };
     }
 
     /// <summary>Number of pages whose data is in this image's pages file.</summary>

@@ -36,7 +36,7 @@ public interface IMigrationTarget
     /// Restores on the target, tree left stopped; returns the restored root pid there. With
     /// <paramref name="pagesStreamed"/> the target first composes the page images from its page store.
     /// </summary>
-    Task<int> RestoreAsync(string migrationId, IReadOnlyList<ImageFileInfo> manifest, bool pagesStreamed, CancellationToken ct);
+    Task<int> RestoreAsync(string migrationId, IReadOnlyList<ImageFileInfo> manifest, bool pagesStreamed, bool lazyPages, CancellationToken ct);
 
     /// <summary>Resumes the restored tree on the target (the source copy is gone by then).</summary>
     Task<int> CommitAsync(string migrationId, CancellationToken ct);

@@ -50,8 +50,20 @@ public interface IPageTransport : IAsyncDisposable
     /// <summary>Sends whole pages of task <paramref name="vpid"/> from <paramref name="vaddr"/>.</summary>
     ValueTask SendPagesAsync(int vpid, ulong vaddr, ReadOnlyMemory<byte> pages, CancellationToken ct);
 
+    /// <summary>
+    /// Sends a run of pages the target keeps from the pre-copied (parent) image. Only in a round after the pre-copy
+    /// rounds, once the target prepared its cutover.
+    /// </summary>
+    ValueTask SendParentAsync(int vpid, ulong vaddr, ulong nrPages, CancellationToken ct);
+
     /// <summary>Ends a pre-copy round; returns once the target acknowledged it.</summary>
     ValueTask CompleteRoundAsync(CancellationToken ct);
+
+    /// <summary>
+    /// Ends the transfer when CRIU sends no pages itself (a lazy final dump, whose pages the engine sent in its own
+    /// last round): closes the page server and the stream; returns the totals (<see cref="Completion"/> completes too).
+    /// </summary>
+    Task<PageTransferStats> FinishWithoutCriuAsync(CancellationToken ct);
 
     /// <summary>From now on, pages of CRIU's dump that <paramref name="filter"/> calls clean are not sent again.</summary>
     void SetCutoverFilter(ICutoverFilter filter);

@@ -20,6 +20,9 @@ public sealed record MigrationResult
     /// <summary>Why pre-copy stopped, or why it did not run (fallback to cold).</summary>
     public string? PrecopyNote { get; init; }
 
+    /// <summary>The last round of a lazy final dump (null otherwise).</summary>
+    public FinalRound? FinalRound { get; init; }
+
     /// <summary>Bytes that crossed the link while the tree was frozen (final pages and metadata images).</summary>
     public ulong BytesFrozen { get; init; }
 

@@ -1,10 +1,14 @@
 using System.Buffers;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
+using Migration.Engine.Images;
 using Migration.Engine.Processes;
 using Migration.Engine.Tracking;
 
 namespace Migration.Engine.Migration;
+
+/// <summary>The last round after a lazy dump: pages kept from pre-copy, read from the frozen tree, and from CRIU's images.</summary>
+public sealed record FinalRound(int Tasks, long CleanPages, long MemoryPages, long ImagePages, TimeSpan Elapsed);
 
 /// <summary>One pre-copy iteration, as the CLI shows it.</summary>
 public sealed record PrecopyIteration(int Index, long PagesSent, long BytesOnWire, long DirtyPagesFound, TimeSpan Elapsed, double BytesPerSecond);
@@ -224,6 +228,167 @@ public sealed partial class PrecopySession : ICutoverFilter, IDisposable
         }
     }
 
+    /// <summary>
+    /// The last round after a lazy dump, while the tree is frozen (from post-dump until CRIU answers): takes the final
+    /// harvest, then sends every task pagemap CRIU wrote in <paramref name="imagesDir"/> as the target must restore it.
+    /// Lazy runs (anonymous memory, no data in the images) go as PARENT runs where the target's copy is current and are
+    /// read from the frozen task otherwise; runs CRIU dumped with data (stacks, file-backed private pages) are sent
+    /// from its pages image. The target composes its own pagemap and pages images from this round: CRIU's pagemaps are
+    /// renamed to <c>lazy-pagemap-VPID.img</c> (the lazy map for a lazy restore), its pages images moved to
+    /// <c>source-only/</c>. <paramref name="pidOfVpid"/> maps
+    /// the dumped tasks' pids (as CRIU names them) to pids here.
+    /// </summary>
+    public async Task<FinalRound> SendFinalRoundAsync(IPageTransport transport, string imagesDir, IReadOnlyDictionary<int, int> pidOfVpid,
+        CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        OnFinalDumpStarted();
+        var pagemaps = new List<(int Vpid, string Path)>();
+        foreach (var path in Directory.EnumerateFiles(imagesDir, "pagemap-*.img"))
+        {
+            var name = Path.GetFileName(path);
+            if (int.TryParse(name.AsSpan(8, name.Length - 12), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int vpid) && vpid > 0)
+            {
+                pagemaps.Add((vpid, path)); // pagemap-shmem-*.img stay: shared memory travels in the images
+            }
+        }
+
+        var moved = new List<(string Path, int Vpid)>();
+        long clean = 0, fromMemory = 0, fromImages = 0;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(ChunkPages * PageSize);
+        try
+        {
+            foreach (var (vpid, path) in pagemaps.OrderBy(p => p.Vpid))
+            {
+                if (!pidOfVpid.TryGetValue(vpid, out int pid))
+                {
+                    throw new InvalidDataException($"CRIU dumped task {vpid}, which is not in the frozen tree");
+                }
+
+                PagemapImage map;
+                await using (var fs = File.OpenRead(path))
+                {
+                    map = PagemapImage.Read(fs, Path.GetFileName(path));
+                }
+
+                var pagesPath = Path.Combine(imagesDir, $"pages-{map.PagesId}.img");
+                ulong present = map.PresentPages;
+                long pagesLength = File.Exists(pagesPath) ? new FileInfo(pagesPath).Length : 0;
+                if ((ulong)pagesLength != present * PageSize)
+                {
+                    throw new InvalidDataException($"{Path.GetFileName(pagesPath)} holds {pagesLength} bytes; pagemap-{vpid}.img lists {present} present pages");
+                }
+
+                _byVpid.TryGetValue(vpid, out var tracked);
+                await transport.OpenTaskAsync(vpid, ct).ConfigureAwait(false);
+                await using var pagesFile = present == 0 ? null : new FileStream(pagesPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+                foreach (var run in map.Runs)
+                {
+                    if ((run.Flags & PagemapFlags.Present) != 0)
+                    {
+                        fromImages += await SendFromImageAsync(transport, vpid, run, pagesFile!, buffer, ct).ConfigureAwait(false);
+                    }
+                    else if (run.Flags == PagemapFlags.Lazy)
+                    {
+                        var (c, m) = await SendLazyRunAsync(transport, vpid, pid, tracked, run, buffer, ct).ConfigureAwait(false);
+                        clean += c;
+                        fromMemory += m;
+                    }
+                    else
+                    {
+                        throw new InvalidDataException($"pagemap-{vpid}.img: run at 0x{run.Vaddr:x} has flags {run.Flags}, which a dump without parent images does not write");
+                    }
+                }
+
+                // The arguments and environment stay out of the lazy map: /proc/PID/cmdline of a restored task reads
+                // them, and a read of a lazy page from another process fails until the daemon filled it (ps, pgrep,
+                // monitoring would see an empty command line for seconds).
+                if (ProcessMemory.ArgsAndEnvironment(pid) is { } argsEnv)
+                {
+                    map = map.Without(argsEnv.Start, argsEnv.End);
+                    await using var fs = new FileStream(path, FileMode.Create, FileAccess.Write);
+                    map.Write(fs);
+                }
+
+                moved.Add((path, vpid));
+                if (File.Exists(pagesPath))
+                {
+                    moved.Add((pagesPath, 0));
+                }
+            }
+
+            await transport.CompleteRoundAsync(ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+
+        var sourceOnly = Directory.CreateDirectory(Path.Combine(imagesDir, "source-only")).FullName;
+        foreach (var (path, vpid) in moved)
+        {
+            // The target composes its own pagemap and pages images from this round; CRIU's pagemap goes along as the
+            // lazy map (which runs a lazy restore may leave to criu lazy-pages), its pages image stays here.
+            File.Move(path, vpid > 0 ? Path.Combine(imagesDir, $"{PagemapImage.LazyMapPrefix}{vpid}.img") : Path.Combine(sourceOnly, Path.GetFileName(path)), overwrite: true);
+        }
+
+        var round = new FinalRound(pagemaps.Count, clean, fromMemory, fromImages, sw.Elapsed);
+        LogFinalRound(_logger, round.Tasks, clean, fromMemory, fromImages, sw.Elapsed.TotalMilliseconds);
+        return round;
+    }
+
+    private static async Task<long> SendFromImageAsync(IPageTransport transport, int vpid, PagemapRun run, FileStream pages, byte[] buffer, CancellationToken ct)
+    {
+        for (ulong done = 0; done < run.NrPages;)
+        {
+            int n = (int)Math.Min((ulong)ChunkPages, run.NrPages - done);
+            await pages.ReadExactlyAsync(buffer.AsMemory(0, n * PageSize), ct).ConfigureAwait(false);
+            await transport.SendPagesAsync(vpid, run.Vaddr + done * PageSize, buffer.AsMemory(0, n * PageSize), ct).ConfigureAwait(false);
+            done += (ulong)n;
+        }
+
+        return (long)run.NrPages;
+    }
+
+    /// <summary>A lazy run: clean stretches as PARENT runs, the rest read from the frozen task (every page must be readable).</summary>
+    private static async Task<(long Clean, long Read)> SendLazyRunAsync(IPageTransport transport, int vpid, int pid, TrackedTask? tracked,
+        PagemapRun run, byte[] buffer, CancellationToken ct)
+    {
+        long clean = 0, read = 0;
+        ulong first = run.Vaddr / PageSize, end = first + run.NrPages;
+        for (ulong p = first; p < end;)
+        {
+            bool isClean = tracked is not null && tracked.Clean.Contains(p);
+            ulong q = p + 1;
+            while (q < end && (tracked is not null && tracked.Clean.Contains(q)) == isClean && (isClean || q - p < ChunkPages))
+            {
+                q++;
+            }
+
+            if (isClean)
+            {
+                await transport.SendParentAsync(vpid, p * PageSize, q - p, ct).ConfigureAwait(false);
+                clean += (long)(q - p);
+            }
+            else
+            {
+                int bytes = (int)(q - p) * PageSize;
+                int got = ProcessMemory.Read(pid, p * PageSize, buffer.AsSpan(0, bytes));
+                if (got != bytes)
+                {
+                    throw new IOException($"task {vpid} (pid {pid}): read {got} of {bytes} bytes at 0x{p * PageSize:x} while frozen; CRIU listed these pages");
+                }
+
+                await transport.SendPagesAsync(vpid, p * PageSize, buffer.AsMemory(0, bytes), ct).ConfigureAwait(false);
+                read += (long)(q - p);
+            }
+
+            p = q;
+        }
+
+        return (clean, read);
+    }
+
     public bool IsClean(int vpid, ulong vaddr) =>
         _byVpid.TryGetValue(vpid, out var t) && t.Clean.Contains(vaddr / PageSize);
 
@@ -255,6 +420,9 @@ public sealed partial class PrecopySession : ICutoverFilter, IDisposable
 
     [LoggerMessage(EventId = 222, Level = LogLevel.Information, Message = "final harvest while frozen: {Pages} pages written since the last iteration; {Clean} pages current on the target (tasks {Vpids})")]
     private static partial void LogFinalHarvest(ILogger logger, long pages, long clean, string vpids);
+
+    [LoggerMessage(EventId = 224, Level = LogLevel.Information, Message = "final round for {Tasks} tasks: {Clean} pages kept from pre-copy, {Memory} read from the frozen tree, {Images} from CRIU's images, {Ms:0} ms")]
+    private static partial void LogFinalRound(ILogger logger, int tasks, long clean, long memory, long images, double ms);
 
     [LoggerMessage(EventId = 223, Level = LogLevel.Debug, Message = "detaching the tracker from {Pid}: {Message}")]
     private static partial void LogDetachFailed(ILogger logger, int pid, string message);

@@ -107,6 +107,8 @@ public sealed partial class SourceMigration(
         ulong wireBeforeFreeze = 0;
         PrecopySession? precopy = null;
         string? precopyNote = null;
+        bool lazyFinal = false;
+        FinalRound? finalRound = null;
 
         // The cutover has its own bound: the tree is frozen while it runs.
         using var cutoverCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -129,8 +131,18 @@ public sealed partial class SourceMigration(
                     cutoverCts.CancelAfter(options.CutoverTimeout);
                     if (pages is not null)
                     {
-                        // CRIU closed its page-server session before post-dump; this is the target's durable ack.
-                        pageStats = await pages.Completion.WaitAsync(cutoverCts.Token).ConfigureAwait(false);
+                        if (lazyFinal)
+                        {
+                            // CRIU wrote metadata only: the last round is ours, read from the tree CRIU keeps frozen.
+                            var vpids = ProcessTree.Enumerate(pid).ToDictionary(ProcessMemory.VirtualPid, p => p);
+                            finalRound = await precopy!.SendFinalRoundAsync(pages, images, vpids, cutoverCts.Token).ConfigureAwait(false);
+                            pageStats = await pages.FinishWithoutCriuAsync(cutoverCts.Token).ConfigureAwait(false);
+                        }
+                        else
+                        {
+                            // CRIU closed its page-server session before post-dump; this is the target's durable ack.
+                            pageStats = await pages.Completion.WaitAsync(cutoverCts.Token).ConfigureAwait(false);
+                        }
 
                         // The final harvest is done: detach now, while the tasks are frozen and alive (after the
                         // commit they are gone; on a rollback they resume with nothing of the tracker left).
@@ -151,7 +163,7 @@ public sealed partial class SourceMigration(
                     }
 
                     progress?.Report(new MigrationProgress(MigrationPhase.Restore, "restoring on target"));
-                    targetPid = await target.RestoreAsync(id, manifest, pages is not null, cutoverCts.Token).ConfigureAwait(false);
+                    targetPid = await target.RestoreAsync(id, manifest, pages is not null, lazyFinal && options.LazyRestore, cutoverCts.Token).ConfigureAwait(false);
                     restoreDone = time.GetTimestamp();
                     restoredOnTarget = true;
                     LogRestored(targetPid);
@@ -204,7 +216,12 @@ public sealed partial class SourceMigration(
                     return true;
                 }, ct).ConfigureAwait(false);
 
-                pages!.SetCutoverFilter(precopy);
+                lazyFinal = options.FinalDump == "lazy";
+                if (!lazyFinal)
+                {
+                    pages!.SetCutoverFilter(precopy);
+                }
+
                 precopyNote = precopy.StopReason;
             }
             catch (MigrationException ex)
@@ -230,8 +247,9 @@ public sealed partial class SourceMigration(
             FileLocks = options.FileLocks,
             ExtUnixSk = options.ExtUnixSk,
             LeaveRunning = options.DryRun,
-            PageServerAddress = pages?.Address,
-            PageServerPort = pages?.Port ?? 0,
+            LazyPages = lazyFinal,
+            PageServerAddress = lazyFinal ? null : pages?.Address,
+            PageServerPort = lazyFinal ? 0 : pages?.Port ?? 0,
         };
 
         Exception? dumpFailure = null;
@@ -308,6 +326,7 @@ public sealed partial class SourceMigration(
             Pages = pageStats,
             Iterations = precopy?.Iterations ?? [],
             PrecopyNote = precopyNote,
+            FinalRound = finalRound,
             BytesFrozen = bytesSent + (pageStats?.WireBytes ?? 0) - wireBeforeFreeze,
             Frozen = time.GetElapsedTime(frozenAt, resumed),
             Total = time.GetElapsedTime(started, end),

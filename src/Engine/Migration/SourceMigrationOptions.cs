@@ -21,6 +21,22 @@ public sealed record SourceMigrationOptions
     /// <summary>"precopy" (default): iterative pre-copy with dirty tracking, then a short freeze; "cold": freeze, dump, transfer, restore.</summary>
     public string Mode { get; init; } = "precopy";
 
+    /// <summary>
+    /// How the frozen tree's memory is dumped after pre-copy. "lazy" (default): CRIU dumps metadata only (anonymous
+    /// memory marked lazy) and the engine sends just the pages written since the last iteration, read from the frozen
+    /// tree. "full": CRIU reads every page into our page server, which forwards only the changed ones (slower while
+    /// frozen: every page is read once more; kept as the fallback).
+    /// </summary>
+    public string FinalDump { get; init; } = "lazy";
+
+    /// <summary>
+    /// After a lazy final dump, restore lazily on the target (default): criu restore skips the anonymous memory and
+    /// criu lazy-pages fills it from the target's own images (on first touch, the rest in the background) once the tree
+    /// runs. All pages are on the target before the freeze ends, so nothing depends on the source afterwards. False:
+    /// the restore reads every page before the tree resumes (longer freeze).
+    /// </summary>
+    public bool LazyRestore { get; init; } = true;
+
     /// <summary>When pre-copy stops iterating.</summary>
     public PrecopyPolicy Precopy { get; init; } = new();
 

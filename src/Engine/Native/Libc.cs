@@ -6,6 +6,7 @@ namespace Migration.Engine.Native;
 internal static partial class Libc
 {
     public const int AF_UNIX = 1;
+    public const int SOCK_STREAM = 1;
     public const int SOCK_SEQPACKET = 5;
     public const int SOCK_CLOEXEC = 0x80000;
     public const int F_GETFD = 1;
@@ -71,5 +72,21 @@ internal sealed class OwnedFd : IDisposable
         {
             Libc.close(fd);
         }
+    }
+}
+
+/// <summary>Connected AF_UNIX stream socket pairs, for handing one end to a CRIU process.</summary>
+internal static class SocketPair
+{
+    /// <summary>Both ends close-on-exec: whoever hands an end to a child clears that flag under the spawn lock.</summary>
+    public static unsafe (System.Net.Sockets.Socket Ours, OwnedFd Theirs) Stream()
+    {
+        int* sv = stackalloc int[2];
+        if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, sv) != 0)
+        {
+            throw new IOException($"socketpair failed: {Libc.Describe(Marshal.GetLastPInvokeError())}");
+        }
+
+        return (new System.Net.Sockets.Socket(new System.Net.Sockets.SafeSocketHandle(sv[0], ownsHandle: true)), new OwnedFd(sv[1]));
     }
 }

@@ -98,6 +98,36 @@ public static unsafe partial class ProcessMemory
     }
 
     /// <summary>The pid of <paramref name="pid"/> in its own (innermost) pid namespace: what CRIU names its images by.</summary>
+    /// <summary>
+    /// [arg_start, env_end) of a task: its command line and environment (/proc/PID/stat fields 48 to 51), or null when
+    /// the task is gone or the kernel hides them.
+    /// </summary>
+    public static (ulong Start, ulong End)? ArgsAndEnvironment(int pid)
+    {
+        string stat;
+        try
+        {
+            stat = File.ReadAllText($"/proc/{pid}/stat");
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+
+        // Fields after the command (which may hold spaces and parentheses) start with field 3, the state.
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        const int argStart = 48 - 3, envEnd = 51 - 3;
+        if (fields.Length <= envEnd
+            || !ulong.TryParse(fields[argStart], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ulong start)
+            || !ulong.TryParse(fields[envEnd], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ulong end)
+            || start == 0 || end <= start)
+        {
+            return null;
+        }
+
+        return (start, end);
+    }
+
     public static int VirtualPid(int pid)
     {
         foreach (var line in File.ReadLines($"/proc/{pid}/status"))

@@ -20,4 +20,10 @@ public interface IIncomingPages : IDisposable
 
     /// <summary>Writes the pagemap and pages images into <paramref name="imagesDir"/>, next to the metadata images.</summary>
     void ComposeImages(string imagesDir, CancellationToken ct);
+
+    /// <summary>
+    /// Serves <c>criu lazy-pages</c> (CRIU's page-server protocol, GET direction) on <paramref name="connection"/> from
+    /// the held pages until it closes the session. Returns null when it ended cleanly, else why it failed.
+    /// </summary>
+    Task<string?> ServeLazyPagesAsync(System.Net.Sockets.Socket connection, CancellationToken ct);
 }

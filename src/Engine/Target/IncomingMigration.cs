@@ -30,6 +30,8 @@ public sealed partial class IncomingMigration : IDisposable
     private readonly ulong _maxBytes;
     private readonly ILogger _logger;
     private IReadOnlyList<int> _restoredTree = [];
+    private LazyPagesDaemon? _lazyPages;
+    private Task<string?>? _lazyServing;
 
     internal IncomingMigration(string id, string workDir, ulong maxBytes, TargetOptions options, ILogger logger)
     {
@@ -233,14 +235,29 @@ public sealed partial class IncomingMigration : IDisposable
         }
 
         var sw = Stopwatch.StartNew();
+        LazyPagesDaemon? daemon = null;
         try
         {
+            if (spec.LazyPages)
+            {
+                if (Pages is null)
+                {
+                    throw new TargetRequestException(TargetError.FailedPrecondition, "a lazy restore needs the page store");
+                }
+
+                int marked = MarkLazyRuns();
+                daemon = await StartLazyPagesAsync(criu, Pages, ct).ConfigureAwait(false);
+                LogLazyDaemon(Id, daemon.Pid, marked);
+            }
+
             int pid = await criu.RestoreAsync(spec, null, ct).ConfigureAwait(false);
             lock (_lock)
             {
                 RestoredPid = pid;
                 _restoredTree = ProcessTree.Enumerate(pid);
                 State = IncomingState.Restored;
+                _lazyPages = daemon;
+                daemon = null;
             }
 
             LogRestored(Id, pid, _restoredTree.Count, sw.ElapsedMilliseconds);
@@ -256,6 +273,102 @@ public sealed partial class IncomingMigration : IDisposable
 
             throw;
         }
+        finally
+        {
+            if (daemon is not null)
+            {
+                await daemon.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Starts <c>criu lazy-pages</c> with one end of a socket pair as its page server connection; the other end is
+    /// served from the page store until the daemon closes it (every lazy page filled).
+    /// </summary>
+    private async Task<LazyPagesDaemon> StartLazyPagesAsync(CriuClient criu, IIncomingPages pages, CancellationToken ct)
+    {
+        var (ours, theirs) = Native.SocketPair.Stream();
+        try
+        {
+            var daemon = await LazyPagesDaemon.StartAsync(criu.Options, ImagesDir, WorkDir, "lazy-pages.log", theirs.Value, TimeSpan.FromSeconds(30), ct)
+                .ConfigureAwait(false);
+            theirs.Dispose();
+            var serving = pages.ServeLazyPagesAsync(ours, CancellationToken.None);
+            _lazyServing = serving.ContinueWith(t =>
+            {
+                string? error = t.IsFaulted ? t.Exception!.GetBaseException().Message : t.Result;
+                if (error is not null)
+                {
+                    LogLazyServeFailed(Id, error);
+                }
+
+                return error;
+            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            return daemon;
+        }
+        catch
+        {
+            theirs.Dispose();
+            ours.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Marks lazy, in each composed <c>pagemap-VPID.img</c>, the runs the source's CRIU left lazy (its
+    /// <c>lazy-pagemap-VPID.img</c>): <c>criu lazy-pages</c> fills those after the restore, which then reads only the rest.
+    /// Returns the number of pages marked.
+    /// </summary>
+    private int MarkLazyRuns()
+    {
+        int marked = 0;
+        foreach (var lazyPath in Directory.EnumerateFiles(ImagesDir, Images.PagemapImage.LazyMapPrefix + "*.img"))
+        {
+            var name = Path.GetFileName(lazyPath);
+            var vpidText = name.AsSpan(Images.PagemapImage.LazyMapPrefix.Length, name.Length - Images.PagemapImage.LazyMapPrefix.Length - 4);
+            if (!int.TryParse(vpidText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int vpid) || vpid <= 0)
+            {
+                throw new TargetRequestException(TargetError.InvalidArgument, $"lazy map '{Printable(name)}' does not name a task");
+            }
+
+            var pagemapPath = Path.Combine(ImagesDir, $"pagemap-{vpid}.img");
+            if (!File.Exists(pagemapPath))
+            {
+                throw new TargetRequestException(TargetError.FailedPrecondition, $"{name}: no pagemap-{vpid}.img was composed for that task");
+            }
+
+            Images.PagemapImage lazyMap, composed;
+            try
+            {
+                using (var fs = File.OpenRead(lazyPath))
+                {
+                    lazyMap = Images.PagemapImage.Read(fs, name);
+                }
+
+                using (var fs = File.OpenRead(pagemapPath))
+                {
+                    composed = Images.PagemapImage.Read(fs, Path.GetFileName(pagemapPath));
+                }
+            }
+            catch (InvalidDataException ex)
+            {
+                throw new TargetRequestException(TargetError.InvalidArgument, ex.Message);
+            }
+
+            var lazyRuns = lazyMap.Runs.Where(r => (r.Flags & Images.PagemapFlags.Lazy) != 0).ToList();
+            var result = composed.MarkLazy(lazyRuns);
+            marked += (int)result.Runs.Where(r => (r.Flags & Images.PagemapFlags.Lazy) != 0).Sum(r => (long)r.NrPages);
+            var temp = pagemapPath + ".lazy";
+            using (var fs = new FileStream(temp, FileMode.Create, FileAccess.Write))
+            {
+                result.Write(fs);
+            }
+
+            File.Move(temp, pagemapPath, overwrite: true);
+        }
+
+        return marked;
     }
 
     /// <summary>Resumes the restored (stopped) tree. Idempotent: a repeated commit answers the same.</summary>
@@ -281,9 +394,46 @@ public sealed partial class IncomingMigration : IDisposable
 
             State = IncomingState.Committed;
             LogCommitted(Id, RestoredPid, n);
-            DeleteImages();
+            if (_lazyPages is { } daemon)
+            {
+                // The images feed the lazy pages until every one is in: removed when the daemon is done.
+                LazyPagesDone = FinishLazyPagesAsync(daemon);
+            }
+            else
+            {
+                DeleteImages();
+            }
+
             return (RestoredPid, n);
         }
+    }
+
+    /// <summary>After a lazy restore's commit: completes when every lazy page was filled (true) or the daemon failed (false).</summary>
+    public Task<bool>? LazyPagesDone { get; private set; }
+
+    private async Task<bool> FinishLazyPagesAsync(LazyPagesDaemon daemon)
+    {
+        int code = await daemon.Exited.ConfigureAwait(false);
+        string? served = _lazyServing is { } serving ? await serving.ConfigureAwait(false) : null;
+        bool ok = code == 0 && served is null;
+        if (ok)
+        {
+            LogLazyDone(Id, daemon.Elapsed.TotalMilliseconds);
+        }
+        else
+        {
+            // Pages it did not fill read as zeros in the workload now: say so loudly, with CRIU's reasons.
+            LogLazyFailed(Id, RestoredPid, code, daemon.LogPath, string.Join(" | ", CriuLog.ReadErrors(daemon.LogPath)));
+        }
+
+        lock (_lock)
+        {
+            _lazyPages = null;
+            DeleteImages();
+        }
+
+        await daemon.DisposeAsync().ConfigureAwait(false);
+        return ok;
     }
 
     /// <summary>Discards the migration: kills a restored tree (never a committed one) and removes the images.</summary>
@@ -306,6 +456,7 @@ public sealed partial class IncomingMigration : IDisposable
             State = IncomingState.Aborted;
             Error ??= reason;
             LogAborted(Id, reason, killed);
+            StopLazyPages();
             DeleteImages();
             return killed;
         }
@@ -346,10 +497,25 @@ public sealed partial class IncomingMigration : IDisposable
     private static string Printable(string? s) =>
         s is null ? "" : new string(s.Take(64).Select(c => char.IsControl(c) ? '?' : c).ToArray());
 
+    /// <summary>Kills the lazy-pages daemon of a restore that will not run (its tree was killed, or never committed).</summary>
+    private void StopLazyPages()
+    {
+        if (_lazyPages is { } daemon)
+        {
+            _lazyPages = null;
+            _ = daemon.DisposeAsync().AsTask();
+        }
+    }
+
     public void Dispose()
     {
         lock (_lock)
         {
+            if (State != IncomingState.Committed)
+            {
+                StopLazyPages();
+            }
+
             foreach (var f in _files.Values)
             {
                 f.Dispose();
@@ -405,6 +571,18 @@ public sealed partial class IncomingMigration : IDisposable
 
     [LoggerMessage(EventId = 303, Level = LogLevel.Warning, Message = "fault injected in migration {Id}: {Fault}")]
     private partial void LogFaultInjected(string id, string fault);
+
+    [LoggerMessage(EventId = 305, Level = LogLevel.Information, Message = "migration {Id}: criu lazy-pages (pid {Pid}) serves {Pages} lazy pages from the images")]
+    private partial void LogLazyDaemon(string id, int pid, int pages);
+
+    [LoggerMessage(EventId = 306, Level = LogLevel.Information, Message = "migration {Id}: every lazy page filled, {Ms:0} ms after the daemon started")]
+    private partial void LogLazyDone(string id, double ms);
+
+    [LoggerMessage(EventId = 307, Level = LogLevel.Error, Message = "migration {Id}: criu lazy-pages failed (exit {Code}) while restored pid {Pid} runs; pages it did not fill are lost to the workload. Log {Log}: {Errors}")]
+    private partial void LogLazyFailed(string id, int pid, int code, string log, string errors);
+
+    [LoggerMessage(EventId = 308, Level = LogLevel.Error, Message = "migration {Id}: serving lazy pages to criu lazy-pages failed: {Error}")]
+    private partial void LogLazyServeFailed(string id, string error);
 
     [LoggerMessage(EventId = 304, Level = LogLevel.Warning, Message = "could not remove {Dir}: {Message}")]
     private partial void LogCleanupFailed(string dir, string message);

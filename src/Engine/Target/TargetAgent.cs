@@ -114,7 +114,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
             ? m
             : throw new TargetRequestException(TargetError.NotFound, $"no migration '{new string(id.Take(64).Where(c => !char.IsControl(c)).ToArray())}' on this agent");
 
-    public async Task<int> RestoreAsync(string id, IReadOnlyList<ImageFileInfo> manifest, bool pagesStreamed, CancellationToken ct)
+    public async Task<int> RestoreAsync(string id, IReadOnlyList<ImageFileInfo> manifest, bool pagesStreamed, bool lazyPages, CancellationToken ct)
     {
         var m = Get(id);
         m.VerifyManifest(manifest);
@@ -131,7 +131,12 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
             }
         }
 
-        var spec = new RestoreSpec { ImagesDir = m.ImagesDir, WorkDir = m.WorkDir, LeaveStopped = true };
+        if (lazyPages && !pagesStreamed)
+        {
+            throw new TargetRequestException(TargetError.InvalidArgument, "a lazy restore needs streamed pages (the store composes its images)");
+        }
+
+        var spec = new RestoreSpec { ImagesDir = m.ImagesDir, WorkDir = m.WorkDir, LeaveStopped = true, LazyPages = lazyPages };
         try
         {
             return await m.RestoreAsync(criu, spec, ct).ConfigureAwait(false);

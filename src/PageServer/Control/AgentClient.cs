@@ -79,9 +79,9 @@ public sealed class AgentClient(ControlChannel channel, TimeSpan callTimeout) : 
         return sent;
     }
 
-    public async Task<int> RestoreAsync(string migrationId, IReadOnlyList<ImageFileInfo> manifest, bool pagesStreamed, CancellationToken ct)
+    public async Task<int> RestoreAsync(string migrationId, IReadOnlyList<ImageFileInfo> manifest, bool pagesStreamed, bool lazyPages, CancellationToken ct)
     {
-        var req = new RestoreRequest { MigrationId = migrationId, PagesStreamed = pagesStreamed };
+        var req = new RestoreRequest { MigrationId = migrationId, PagesStreamed = pagesStreamed, LazyPages = lazyPages };
         req.Manifest.AddRange(manifest.Select(f => new Migration.Control.V1.ImageFileInfo { Name = f.Name, Size = f.Size, Sha256 = ByteString.CopyFrom(f.Sha256) }));
         // Restore of a large tree takes as long as reading its images: the cutover bound applies, not the call bound.
         var reply = await channel.CallAsync(AgentMethods.Restore, req, RestoreReply.Parser, TimeSpan.FromMinutes(10), ct).ConfigureAwait(false);

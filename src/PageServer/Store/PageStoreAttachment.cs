@@ -35,7 +35,41 @@ public sealed class PageStoreAttachment(PageStore store) : IIncomingPages
 
     public void WriteParentImages(string parentDir, CancellationToken ct) => store.WriteParentImages(parentDir, ct);
 
+    public async Task<string?> ServeLazyPagesAsync(System.Net.Sockets.Socket connection, CancellationToken ct)
+    {
+        var stream = new System.Net.Sockets.NetworkStream(connection, ownsSocket: true);
+        await using (stream.ConfigureAwait(false))
+        {
+            var input = System.IO.Pipelines.PipeReader.Create(stream, new System.IO.Pipelines.StreamPipeReaderOptions(leaveOpen: true));
+            var output = System.IO.Pipelines.PipeWriter.Create(stream, new System.IO.Pipelines.StreamPipeWriterOptions(leaveOpen: true));
+            try
+            {
+                var result = await new Criu.CriuLazyPageServerSession(new Duplex(input, output), store).RunAsync(ct).ConfigureAwait(false);
+                return result.IsCompleted ? null : result.Error ?? result.Outcome.ToString();
+            }
+            finally
+            {
+                await input.CompleteAsync().ConfigureAwait(false);
+                try
+                {
+                    await output.CompleteAsync().ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is IOException or ObjectDisposedException)
+                {
+                    // The daemon is gone: nothing more can be told to it.
+                }
+            }
+        }
+    }
+
     public void Dispose() => store.Dispose();
+
+    private sealed class Duplex(System.IO.Pipelines.PipeReader input, System.IO.Pipelines.PipeWriter output) : System.IO.Pipelines.IDuplexPipe
+    {
+        public System.IO.Pipelines.PipeReader Input { get; } = input;
+
+        public System.IO.Pipelines.PipeWriter Output { get; } = output;
+    }
 
     /// <summary>Counts completed rounds on their way through.</summary>
     private sealed class CountingSink(PageStoreAttachment owner) : Pages.IPageSink

@@ -20,6 +20,7 @@ public sealed partial class SourcePageTransport : IPageTransport
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _cts = new();
     private readonly CutoverSink _cutover;
+    private readonly TaskCompletionSource _withoutCriu = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private SourcePageTransport(CriuPageServerListener listener, PageStreamSender sender, ILogger logger)
     {
@@ -69,7 +70,24 @@ public sealed partial class SourcePageTransport : IPageTransport
         _sender.WritePagesAsync(Task(vpid), vaddr, (uint)(pages.Length / Pages.PageFacts.PageSize), Engine.Images.PagemapFlags.Present,
             new System.Buffers.ReadOnlySequence<byte>(pages), ct);
 
+    public async ValueTask SendParentAsync(int vpid, ulong vaddr, ulong nrPages, CancellationToken ct)
+    {
+        for (ulong done = 0; done < nrPages;)
+        {
+            uint n = (uint)Math.Min(nrPages - done, PageStreamProtocol.MaxRunPages);
+            await _sender.WritePagesAsync(Task(vpid), vaddr + done * Pages.PageFacts.PageSize, n, Engine.Images.PagemapFlags.Parent,
+                System.Buffers.ReadOnlySequence<byte>.Empty, ct).ConfigureAwait(false);
+            done += n;
+        }
+    }
+
     public ValueTask CompleteRoundAsync(CancellationToken ct) => _sender.CompleteRoundAsync(ct);
+
+    public async Task<PageTransferStats> FinishWithoutCriuAsync(CancellationToken ct)
+    {
+        _withoutCriu.TrySetResult();
+        return await Completion.WaitAsync(ct).ConfigureAwait(false);
+    }
 
     public void SetCutoverFilter(ICutoverFilter filter) => _cutover.Filter = filter;
 
@@ -146,11 +164,28 @@ public sealed partial class SourcePageTransport : IPageTransport
 
     private async Task<PageTransferStats> RunAsync()
     {
-        var result = await _listener.ServeAsync(_cutover, _cts.Token).ConfigureAwait(false);
-        if (!result.IsCompleted)
+        var serve = _listener.ServeAsync(_cutover, _cts.Token);
+        if (await System.Threading.Tasks.Task.WhenAny(serve, _withoutCriu.Task).ConfigureAwait(false) == serve)
         {
-            await _sender.AbortAsync($"source page server: {result.Error}").ConfigureAwait(false);
-            throw new IOException($"page transfer failed: {result.Error}");
+            var result = await serve.ConfigureAwait(false);
+            if (!result.IsCompleted)
+            {
+                await _sender.AbortAsync($"source page server: {result.Error}").ConfigureAwait(false);
+                throw new IOException($"page transfer failed: {result.Error}");
+            }
+        }
+        else
+        {
+            // CRIU will not connect (lazy dump): stop listening; the engine's own rounds carried every page.
+            await _listener.DisposeAsync().ConfigureAwait(false);
+            try
+            {
+                var ignored = await serve.ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or IOException or System.Net.Sockets.SocketException)
+            {
+                // The session never began: stopping the listener ends it this way.
+            }
         }
 
         await _sender.FinishAsync(_cts.Token).ConfigureAwait(false);

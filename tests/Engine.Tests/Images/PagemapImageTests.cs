@@ -24,6 +24,60 @@ public class PagemapImageTests
         ]);
 
     [Fact]
+    public void MarkLazy_SplitsRunsAtLazyBoundariesAndKeepsEverythingElse()
+    {
+        // Composed: present 0x1000..0x5000 (4 pages), parent 0x5000..0x8000 (3), present 0x10000 (1), present 0x20000 (2).
+        var composed = new PagemapImage(7,
+        [
+            new PagemapRun(0x1000, 4, PagemapFlags.Present),
+            new PagemapRun(0x5000, 3, PagemapFlags.Parent),
+            new PagemapRun(0x10000, 1, PagemapFlags.Present),
+            new PagemapRun(0x20000, 2, PagemapFlags.Present),
+        ]);
+
+        // CRIU's lazy runs: 0x3000..0x7000 (across the present/parent boundary) and 0x20000..0x21000 (half a run).
+        var marked = composed.MarkLazy([new PagemapRun(0x3000, 4, PagemapFlags.Lazy), new PagemapRun(0x20000, 1, PagemapFlags.Lazy)]);
+
+        Assert.Equal(7u, marked.PagesId);
+        Assert.Equal(
+        [
+            new PagemapRun(0x1000, 2, PagemapFlags.Present),
+            new PagemapRun(0x3000, 2, PagemapFlags.Present | PagemapFlags.Lazy),
+            new PagemapRun(0x5000, 2, PagemapFlags.Lazy),
+            new PagemapRun(0x7000, 1, PagemapFlags.Parent),
+            new PagemapRun(0x10000, 1, PagemapFlags.Present),
+            new PagemapRun(0x20000, 1, PagemapFlags.Present | PagemapFlags.Lazy),
+            new PagemapRun(0x21000, 1, PagemapFlags.Present),
+        ], marked.Runs);
+
+        // Every page keeps its place; the present count (data in the pages file) is unchanged.
+        Assert.Equal(composed.PresentPages, marked.PresentPages);
+        Assert.Equal(composed.Runs.Sum(r => (long)r.NrPages), marked.Runs.Sum(r => (long)r.NrPages));
+    }
+
+    [Fact]
+    public void MarkLazy_WithNoLazyRunsChangesNothing_AndWholeCoverMarksEverything()
+    {
+        var composed = new PagemapImage(1, [new PagemapRun(0x1000, 4, PagemapFlags.Present), new PagemapRun(0x5000, 3, PagemapFlags.Parent)]);
+        Assert.Equal(composed.Runs, composed.MarkLazy([]).Runs);
+        Assert.Equal(
+            [new PagemapRun(0x1000, 4, PagemapFlags.Present | PagemapFlags.Lazy), new PagemapRun(0x5000, 3, PagemapFlags.Lazy)],
+            composed.MarkLazy([new PagemapRun(0, 0x100, PagemapFlags.Lazy)]).Runs);
+    }
+
+    [Fact]
+    public void Without_CutsRunsAtTheEdgesOfTheRange()
+    {
+        var map = new PagemapImage(3, [new PagemapRun(0x1000, 4, PagemapFlags.Lazy), new PagemapRun(0x8000, 2, PagemapFlags.Lazy), new PagemapRun(0x20000, 1, PagemapFlags.Present)]);
+
+        // Unaligned edges widen to whole pages: [0x2800, 0x8001) drops 0x2000..0x9000.
+        var cut = map.Without(0x2800, 0x8001);
+
+        Assert.Equal([new PagemapRun(0x1000, 1, PagemapFlags.Lazy), new PagemapRun(0x9000, 1, PagemapFlags.Lazy), new PagemapRun(0x20000, 1, PagemapFlags.Present)], cut.Runs);
+        Assert.Equal(map.Runs, map.Without(0x40000, 0x50000).Runs);
+    }
+
+    [Fact]
     public void WriteThenRead_RoundTripsPagesIdRunsAndFlags()
     {
         using var ms = new MemoryStream();

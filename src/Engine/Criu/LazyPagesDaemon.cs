@@ -1,0 +1,156 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace Migration.Engine.Criu;
+
+/// <summary>
+/// <c>criu lazy-pages</c> for one restore: started before <c>criu restore --lazy-pages</c>, it receives the restored
+/// tasks' userfaultfds over <c>lazy-pages.socket</c> in the work directory, fills every lazy page from the images
+/// (on fault first, the rest in the background) and exits when all are in. The images must stay until then.
+/// </summary>
+public sealed class LazyPagesDaemon : IAsyncDisposable
+{
+    /// <summary>CRIU's socket name (criu/uffd.c), relative to the work directory both processes run in.</summary>
+    public const string SocketName = "lazy-pages.socket";
+
+    private readonly Process _process;
+    private readonly StringBuilder _output = new();
+    private readonly long _started = Stopwatch.GetTimestamp();
+
+    private LazyPagesDaemon(Process process, string logPath)
+    {
+        _process = process;
+        LogPath = logPath;
+        _process.OutputDataReceived += (_, e) => Append(e.Data);
+        _process.ErrorDataReceived += (_, e) => Append(e.Data);
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+        Exited = WaitAsync();
+    }
+
+    public int Pid => _process.Id;
+
+    public string LogPath { get; }
+
+    /// <summary>Completes when the daemon exits, with its exit code (0: every lazy page was filled).</summary>
+    public Task<int> Exited { get; }
+
+    /// <summary>Time from start to exit (or to now).</summary>
+    public TimeSpan Elapsed => Stopwatch.GetElapsedTime(_started);
+
+    /// <summary>What criu printed outside its log (early failures).</summary>
+    public string Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return _output.ToString();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Starts the daemon and returns once it listens for the restore (or throws with its reason). It reads the lazy
+    /// pages from a page server on <paramref name="pageServerFd"/>, a connected socket it inherits (--page-server
+    /// --ps-socket): CRIU's daemon cannot take lazy pages from local parent images, and a socket of our own needs no port.
+    /// </summary>
+    public static async Task<LazyPagesDaemon> StartAsync(CriuOptions options, string imagesDir, string workDir, string logFile, int pageServerFd,
+        TimeSpan readyTimeout, CancellationToken ct)
+    {
+        var socket = Path.Combine(workDir, SocketName);
+        File.Delete(socket);
+        var psi = new ProcessStartInfo(options.CriuPath)
+        {
+            UseShellExecute = false,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        string fd = pageServerFd.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        foreach (var arg in new[] { "lazy-pages", "--images-dir", imagesDir, "--work-dir", workDir, "--log-file", logFile, $"-v{options.LogLevel}",
+            "--page-server", "--ps-socket", fd })
+        {
+            psi.ArgumentList.Add(arg);
+        }
+
+        Process process;
+        try
+        {
+            // The swrk spawn lock: no other criu's inheritable descriptor may leak into this one, nor this one's into it.
+            lock (CriuSwrk.SpawnLock)
+            {
+                Native.Libc.fcntl(pageServerFd, Native.Libc.F_SETFD, 0);
+                try
+                {
+                    process = Process.Start(psi) ?? throw new IOException($"could not start {options.CriuPath}");
+                }
+                finally
+                {
+                    Native.Libc.fcntl(pageServerFd, Native.Libc.F_SETFD, Native.Libc.FD_CLOEXEC);
+                }
+            }
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            throw new CriuException("lazy-pages", $"cannot start '{options.CriuPath} lazy-pages': {ex.Message}", [], null, ex);
+        }
+
+        var daemon = new LazyPagesDaemon(process, Path.Combine(workDir, logFile));
+        var deadline = Stopwatch.StartNew();
+        while (!File.Exists(socket))
+        {
+            if (daemon.Exited.IsCompleted || deadline.Elapsed > readyTimeout || ct.IsCancellationRequested)
+            {
+                string why = daemon.Exited.IsCompleted ? $"exited with code {daemon.Exited.Result}" : $"not listening after {deadline.Elapsed.TotalMilliseconds:0} ms";
+                await daemon.DisposeAsync().ConfigureAwait(false);
+                throw new CriuException("lazy-pages", $"criu lazy-pages {why}. {daemon.Output.Trim()}", CriuLog.ReadErrors(daemon.LogPath), daemon.LogPath);
+            }
+
+            await Task.Delay(2, CancellationToken.None).ConfigureAwait(false);
+        }
+
+        return daemon;
+    }
+
+    private async Task<int> WaitAsync()
+    {
+        await _process.WaitForExitAsync().ConfigureAwait(false);
+        return _process.ExitCode;
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_output)
+        {
+            if (_output.Length < 16 * 1024)
+            {
+                _output.AppendLine(line);
+            }
+        }
+    }
+
+    /// <summary>Kills the daemon if it still runs (a restore that failed or was aborted), and waits for it.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            try
+            {
+                _process.Kill(entireProcessTree: false);
+            }
+            catch (InvalidOperationException)
+            {
+                // It exited between the check and the kill.
+            }
+        }
+
+        await Exited.ConfigureAwait(false);
+        _process.Dispose();
+    }
+}
