@@ -30,12 +30,14 @@ BIN=${MIGRATE_INSTALL_DIR:-/opt/migrate/bin}
 MIGRATE=$BIN/migrate.d/migrate AGENTBIN=$BIN/migrate-agent.d/migrate-agent
 MEMWORK=$REPO/native/bin/memwork TRACKPID=$REPO/native/bin/track-pid
 
-# Processes this script started, by pid: the agent, the workload (source or restored copy), track-pid.
-AGENT= WL= TP=
+# Processes this script started, by pid: the agent, the workload (source or restored copy), the unshare that
+# started it (its one child is the workload, until that is migrated away), track-pid.
+AGENT= WL= LAUNCHER= TP=
 cleanup() {
   set +e
   [ -n "$TP" ] && kill "$TP" 2>/dev/null
   [ -n "$WL" ] && kill -KILL "$WL" 2>/dev/null
+  [ -n "$LAUNCHER" ] && pkill -KILL -P "$LAUNCHER" 2>/dev/null
   [ -n "$AGENT" ] && kill "$AGENT" 2>/dev/null
   wait 2>/dev/null
   del_hosts "$SRC" "$TGT"
@@ -61,8 +63,9 @@ field() { sed -n "s/.* $1=\([0-9a-z:]*\).*/\1/p" <<<"$2"; }
 # The workload's pid as this (root) pid namespace sees it: the memwork whose data file is $1, in a pid namespace of
 # its own (started under unshare -pf, so that the restored copy can have the same pid on the target).
 workload_pid() {
-  pgrep -f "memwork --mib [0-9]* --port $WPORT --file $1( |$)" | while read -r p; do
-    [ "$(readlink /proc/"$p"/ns/pid)" != "$(readlink /proc/self/ns/pid)" ] && echo "$p"; done | head -n1
+  { pgrep -f "memwork --mib [0-9]* --port $WPORT --file $1( |$)" || true; } | while read -r p; do
+    if [ "$(readlink /proc/"$p"/ns/pid)" != "$(readlink /proc/self/ns/pid)" ]; then echo "$p"; fi
+  done | head -n1
 }
 # rate OPS_BEFORE OPS_AFTER -> "writes/s writes-per-writer-cpu-second"
 rate() {
@@ -82,7 +85,7 @@ for mib in $SIZES; do
   data=$B/data-$mib
   nsenter --net=/run/netns/$SRC setsid unshare -pf setsid "$MEMWORK" --mib "$mib" --port $WPORT --file "$data" \
     --mix --zero-present --write-rate max --stdio-null &
-  WL=
+  LAUNCHER=$! WL=
   for _ in $(seq 600); do
     WL=$(workload_pid "$data")
     [ -n "$WL" ] && query "$SRC" PING >/dev/null 2>&1 && break
@@ -120,7 +123,8 @@ for mib in $SIZES; do
   WL=$(workload_pid "$data")
   query "$TGT" QUIT >/dev/null 2>&1 || true
   for _ in $(seq 50); do [ -n "$WL" ] && kill -0 "$WL" 2>/dev/null || break; sleep 0.1; done
-  WL=
+  [ -n "$WL" ] && kill -KILL "$WL" 2>/dev/null
+  WL= LAUNCHER=
 
   rows+=("$(python3 - "$mib" "$base1" "$base2" "$cpu1" "$cpu2" "$before" "$after" "$(field verify "$status")" "$json" "${tracked[@]}" <<'PY'
 import json, sys
