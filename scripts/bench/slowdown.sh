@@ -123,7 +123,7 @@ for mib in $SIZES; do
   WL=$(workload_pid "$data")
   query "$TGT" QUIT >/dev/null 2>&1 || true
   for _ in $(seq 50); do [ -n "$WL" ] && kill -0 "$WL" 2>/dev/null || break; sleep 0.1; done
-  [ -n "$WL" ] && kill -KILL "$WL" 2>/dev/null
+  if [ -n "$WL" ]; then kill -KILL "$WL" 2>/dev/null || true; fi # QUIT normally ended it
   WL= LAUNCHER=
 
   rows+=("$(python3 - "$mib" "$base1" "$base2" "$cpu1" "$cpu2" "$before" "$after" "$(field verify "$status")" "$json" "${tracked[@]}" <<'PY'
