@@ -2,7 +2,7 @@
  * memwork - deterministic, self-checking workload for CRIU live-migration tests.
  *
  * Usage:
- *   memwork --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT] [--ready-fd FD] [--stdio-null]
+ *   memwork --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT|max] [--ready-fd FD] [--stdio-null]
  *
  * Memory (--mib N, 1..1048576; --seed S, unsigned 64-bit decimal, default 1):
  *   N MiB are mmap'ed (MAP_PRIVATE|MAP_ANONYMOUS, MADV_NOHUGEPAGE so dirty tracking and zero pages
@@ -21,10 +21,15 @@
  *   of the buffer's page count is written per second, round-robin. Every word of a written page is
  *   read and stored back unchanged, so the content stays the expected pattern and a page corrupted
  *   by a bad restore is never silently "healed". Zero pages (--mix) are skipped and not counted.
+ *   --write-rate max: the writer is not paced: it rewrites pages round-robin (the same way) as fast as
+ *   it can, so its page writes per second (OPS) are the workload's throughput, and what slows it
+ *   (write-protect faults of a dirty tracker, CPU taken by a migration) shows as fewer writes per second.
  *
  * Heartbeat: a thread that sleeps 1 ms (relative, CLOCK_MONOTONIC) in a loop, counts beats and
  *   tracks the largest CLOCK_REALTIME gap between consecutive beats. After checkpoint/restore that
- *   gap is the downtime as seen from inside the process.
+ *   gap is the downtime as seen from inside the process. With the largest gap it keeps the time of
+ *   the beat before it and the writes counted by then: after a migration, the writes and the time
+ *   the workload had when it was frozen.
  *
  * File (--file PATH): opened O_RDWR|O_CREAT (0644) and kept open. An empty file gets a 4096-byte
  *   header "memwork data file\n" padded with '.'; a non-empty file must start with that line. The
@@ -38,7 +43,15 @@
  *                  OFFSET: decimal byte offset of the first byte differing from the pattern
  *                  uptime_ms: CLOCK_MONOTONIC milliseconds since start (signed)
  *                  beats / maxgap_us / writes: see Heartbeat / Writer
- *     RESETGAP  -> OK   (maxgap_us = 0)
+ *     OPS       -> OK writes=<n> realtime_us=<us> cpu_us=<us> maxgap_us=<us> gap_writes=<n> gap_start_us=<us>
+ *                  cheap (no verification), for rates: two answers give writes/s over exactly the interval
+ *                  between them on the process's own clock.
+ *                  writes: as in STATUS; realtime_us: CLOCK_REALTIME microseconds (the heartbeat's clock)
+ *                  cpu_us: CPU time (user + system, so write-protect faults included) of the writer
+ *                          thread, 0 without one; it restarts from 0 in a restored process
+ *                  gap_writes / gap_start_us: writes and CLOCK_REALTIME of the beat before the largest
+ *                          gap (0 / 0 while there was none)
+ *     RESETGAP  -> OK   (maxgap_us, gap_writes, gap_start_us = 0)
  *     QUIT      -> BYE  then exit(0)
  *     CORRUPT   -> OK   test hook: XORs the byte at offset 12345 with 0xff (a second CORRUPT restores
  *                       it); STATUS then reports verify=bad:12345
@@ -82,14 +95,23 @@ enum page_kind {
 	K_TEXT
 };
 
+#define WRITE_RATE_MAX 101u /* --write-rate max: not paced */
+#define MAX_WRITE_BATCH 16  /* pages an unpaced writer writes per lock hold (and per counter update) */
+
 static uint64_t mib, seed = 1;
 static int mix, data_fd = -1;
-static unsigned write_rate;
+static unsigned write_rate; /* 0..100, or WRITE_RATE_MAX */
 static size_t buf_len, npages;
 static uint8_t *buf;
 static int64_t start_us; /* CLOCK_MONOTONIC at startup */
 static atomic_uint_fast64_t beats, maxgap_us, writes;
 static pthread_mutex_t buf_lock = PTHREAD_MUTEX_INITIALIZER; /* writer vs. CORRUPT */
+/* The largest gap's start (gap_lock: maxgap_us changes under it, so the three agree; STATUS reads maxgap_us alone). */
+static pthread_mutex_t gap_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t gap_writes;
+static int64_t gap_start_us;
+static pthread_t writer_thread;
+static int have_writer;
 
 static void die(const char *fmt, ...)
 {
@@ -192,12 +214,33 @@ static int verify_buffer(size_t *bad)
 	return 1;
 }
 
+/* Rewrites n non-zero pages from *cursor on, round-robin; caller holds buf_lock. */
+static void write_pages(size_t *cursor, uint64_t n)
+{
+	for (uint64_t done = 0; done < n; done++) {
+		while (page_kind(*cursor) == K_ZERO)
+			*cursor = (*cursor + 1) % npages;
+		volatile uint64_t *pw = (volatile uint64_t *)(buf + *cursor * PAGE);
+		for (size_t i = 0; i < WORDS_PER_PAGE; i++)
+			pw[i] = pw[i]; /* same value: dirties the page, keeps content */
+		*cursor = (*cursor + 1) % npages;
+	}
+}
+
 static void *writer_main(void *arg)
 {
 	size_t cursor = 0;
-	uint64_t acc = 0, n, done;
+	uint64_t acc = 0, n;
 
 	(void)arg;
+	if (write_rate == WRITE_RATE_MAX) {
+		for (;;) {
+			pthread_mutex_lock(&buf_lock);
+			write_pages(&cursor, MAX_WRITE_BATCH);
+			pthread_mutex_unlock(&buf_lock);
+			atomic_fetch_add(&writes, MAX_WRITE_BATCH);
+		}
+	}
 	for (;;) {
 		sleep_rel(10 * 1000 * 1000);
 		/* pages/s = npages * rate / 100, 100 ticks/s; carry the remainder to the next tick */
@@ -207,16 +250,9 @@ static void *writer_main(void *arg)
 		if (n == 0)
 			continue;
 		pthread_mutex_lock(&buf_lock);
-		for (done = 0; done < n; done++) {
-			while (page_kind(cursor) == K_ZERO)
-				cursor = (cursor + 1) % npages;
-			volatile uint64_t *pw = (volatile uint64_t *)(buf + cursor * PAGE);
-			for (size_t i = 0; i < WORDS_PER_PAGE; i++)
-				pw[i] = pw[i]; /* same value: dirties the page, keeps content */
-			cursor = (cursor + 1) % npages;
-		}
+		write_pages(&cursor, n);
 		pthread_mutex_unlock(&buf_lock);
-		atomic_fetch_add(&writes, done);
+		atomic_fetch_add(&writes, n);
 	}
 	return NULL;
 }
@@ -224,22 +260,39 @@ static void *writer_main(void *arg)
 static void *heartbeat_main(void *arg)
 {
 	int64_t prev = now_us(CLOCK_REALTIME), t;
-	uint_fast64_t gap, cur;
+	uint64_t prev_writes = atomic_load(&writes), w;
+	uint_fast64_t gap;
 
 	(void)arg;
 	for (;;) {
 		sleep_rel(1000 * 1000);
 		t = now_us(CLOCK_REALTIME);
+		w = atomic_load(&writes);
 		if (t > prev) { /* ignore backward clock steps */
 			gap = (uint_fast64_t)(t - prev);
-			cur = atomic_load(&maxgap_us);
-			while (gap > cur && !atomic_compare_exchange_weak(&maxgap_us, &cur, gap))
-				;
+			if (gap > atomic_load(&maxgap_us)) { /* only this thread raises it: the check is not racy */
+				pthread_mutex_lock(&gap_lock);
+				atomic_store(&maxgap_us, gap);
+				gap_writes = prev_writes;
+				gap_start_us = prev;
+				pthread_mutex_unlock(&gap_lock);
+			}
 		}
 		prev = t;
+		prev_writes = w;
 		atomic_fetch_add(&beats, 1);
 	}
 	return NULL;
+}
+
+/* CPU time of the writer thread in microseconds, 0 without one. */
+static int64_t writer_cpu_us(void)
+{
+	clockid_t clk;
+
+	if (!have_writer || pthread_getcpuclockid(writer_thread, &clk) != 0)
+		return 0;
+	return now_us(clk);
 }
 
 static int read_full_at(int fd, void *p, size_t n, off_t off)
@@ -366,8 +419,22 @@ static void handle_client(int fd)
 			 mib, seed, vbuf, file_ok() ? "ok" : "bad",
 			 (long long)((now_us(CLOCK_MONOTONIC) - start_us) / 1000), atomic_load(&beats),
 			 atomic_load(&maxgap_us), atomic_load(&writes));
+	} else if (is_cmd(line, len, "OPS")) {
+		uint64_t w = atomic_load(&writes);
+		int64_t t = now_us(CLOCK_REALTIME), cpu = writer_cpu_us();
+
+		pthread_mutex_lock(&gap_lock);
+		snprintf(out, sizeof(out),
+			 "OK writes=%" PRIu64 " realtime_us=%lld cpu_us=%lld maxgap_us=%" PRIuFAST64
+			 " gap_writes=%" PRIu64 " gap_start_us=%lld\n",
+			 w, (long long)t, (long long)cpu, atomic_load(&maxgap_us), gap_writes, (long long)gap_start_us);
+		pthread_mutex_unlock(&gap_lock);
 	} else if (is_cmd(line, len, "RESETGAP")) {
+		pthread_mutex_lock(&gap_lock);
 		atomic_store(&maxgap_us, 0);
+		gap_writes = 0;
+		gap_start_us = 0;
+		pthread_mutex_unlock(&gap_lock);
 		snprintf(out, sizeof(out), "OK\n");
 	} else if (is_cmd(line, len, "QUIT")) {
 		write_all(fd, "BYE\n", 4);
@@ -394,7 +461,7 @@ static void usage_exit(const char *prog, const char *msg)
 	if (msg)
 		fprintf(stderr, "memwork: %s\n", msg);
 	fprintf(stderr,
-		"usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT] [--ready-fd FD] "
+		"usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT|max] [--ready-fd FD] "
 		"[--stdio-null]\n",
 		prog);
 	exit(2);
@@ -459,8 +526,10 @@ int main(int argc, char **argv)
 			mix = 1;
 			break;
 		case 'w':
-			if (parse_u64(optarg, 100, &rate))
-				usage_exit(argv[0], "--write-rate must be 0..100");
+			if (!strcmp(optarg, "max"))
+				rate = WRITE_RATE_MAX;
+			else if (parse_u64(optarg, 100, &rate))
+				usage_exit(argv[0], "--write-rate must be 0..100 or max");
 			break;
 		case 'n':
 			stdio_null = 1;
@@ -474,7 +543,7 @@ int main(int argc, char **argv)
 			ready_fd = (int)rfd;
 			break;
 		case 'h':
-			printf("usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT] "
+			printf("usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT|max] "
 			       "[--ready-fd FD]\n",
 			       argv[0]);
 			return 0;
@@ -523,8 +592,11 @@ int main(int argc, char **argv)
 	/* Threads */
 	if ((errno = pthread_create(&th, NULL, heartbeat_main, NULL)) != 0)
 		die("pthread_create: %s", strerror(errno));
-	if (write_rate > 0 && (errno = pthread_create(&th, NULL, writer_main, NULL)) != 0)
-		die("pthread_create: %s", strerror(errno));
+	if (write_rate > 0) {
+		if ((errno = pthread_create(&writer_thread, NULL, writer_main, NULL)) != 0)
+			die("pthread_create: %s", strerror(errno));
+		have_writer = 1;
+	}
 
 	if (ready_fd >= 0) {
 		char msg[48];

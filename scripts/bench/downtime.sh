@@ -5,6 +5,8 @@
 # Downtime is what the workload saw: the largest gap in its own 1 ms heartbeat (memwork's maxgap_us), reset just
 # before the migration and read on the target after it. Also printed: migrate's own frozen time, total time,
 # bytes on the wire, bytes moved while frozen, pre-copy iterations. Nothing here is a test: it measures.
+# Then scripts/bench/slowdown.sh (same SIZES and RATE) prints the workload's slowdown while tracked and while
+# migrated; SLOWDOWN=0 skips it.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SIZES=${SIZES:-"256 1024"}
@@ -84,3 +86,8 @@ print(f"{mib+' MiB':<8} {w+'%/s':<6} {mode:<8} | {int(gap)/1000:13.0f} {float(fr
 PY
 done
 echo "(downtime: the workload's own largest heartbeat gap; frozen: migrate's timer from freeze to resume on the target)"
+
+if [ "${SLOWDOWN:-1}" != 0 ]; then
+  echo
+  SIZES=$SIZES RATE=$RATE MIGRATE_SETUP_DONE=1 bash "$REPO/scripts/bench/slowdown.sh"
+fi
