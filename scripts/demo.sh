@@ -51,7 +51,7 @@ nsenter --net="/run/netns/$SRC" setsid unshare -pf setsid /opt/migrate/bin/memwo
   --mib "$MIB" --port $WPORT --file "$DEMO/data" --mix --stdio-null &
 for _ in $(seq 300); do query "$SRC" PING >/dev/null 2>&1 && break; sleep 0.1; done
 PID=$(pgrep -f "memwork --mib $MIB --port $WPORT --file $DEMO/data" | while read -r p; do
-  [ "$(readlink /proc/"$p"/ns/pid)" != "$(readlink /proc/self/ns/pid)" ] && echo "$p"; done | head -n1)
+  [ "$(readlink /proc/"$p"/ns/pid)" != "$(readlink /proc/self/ns/pid)" ] && echo "$p"; done | head -n1 || true)
 echo "workload pid $PID: $(query "$SRC" STATUS)"
 query "$SRC" RESETGAP >/dev/null
 

@@ -57,7 +57,7 @@ for mib in $SIZES; do
       PID=
       for _ in $(seq 600); do
         PID=$(pgrep -f "memwork --mib $mib --port $WPORT --file $B/data-$mib-$w-$mode" | while read -r p; do
-          [ "$(readlink /proc/"$p"/ns/pid)" != "$(readlink /proc/self/ns/pid)" ] && echo "$p"; done | head -n1)
+          [ "$(readlink /proc/"$p"/ns/pid)" != "$(readlink /proc/self/ns/pid)" ] && echo "$p"; done | head -n1 || true)
         [ -n "$PID" ] && query "$SRC" PING >/dev/null 2>&1 && break
         sleep 0.2
       done

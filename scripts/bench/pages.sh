@@ -62,7 +62,7 @@ on "$SRC" setsid unshare -pf setsid "$REPO/native/bin/memwork" --mib "$MIB" --po
   --file "$B/data" --mix --zero-present --stdio-null &
 for _ in $(seq 600); do
   PID=$(pgrep -f "memwork --mib $MIB --port $WPORT" | while read -r p; do
-    [ "$(readlink /proc/"$p"/ns/pid)" != "$(readlink /proc/self/ns/pid)" ] && echo "$p"; done | head -n1)
+    [ "$(readlink /proc/"$p"/ns/pid)" != "$(readlink /proc/self/ns/pid)" ] && echo "$p"; done | head -n1 || true)
   [ -n "$PID" ] && on "$SRC" bash -c "exec 3<>/dev/tcp/127.0.0.1/$WPORT && echo PING >&3 && cat <&3" >/dev/null 2>&1 && break
   sleep 0.2
 done
