@@ -19,7 +19,7 @@ finalDump.AcceptOnlyFromAmong("lazy", "full");
 var restorePages = new Option<string>("--restore-pages") { Description = "precopy mode with --final-dump lazy, on the target: lazy: the tree resumes before its memory is filled (criu lazy-pages fills it from the target's own copy, first-touched pages first); eager: the restore reads every page before the tree resumes (longer freeze)", DefaultValueFactory = _ => "lazy" };
 restorePages.AcceptOnlyFromAmong("lazy", "eager");
 var maxIterations = new Option<int>("--max-iterations") { Description = "Pre-copy iterations at most, the full first copy included", DefaultValueFactory = _ => 8 };
-var maxDowntime = new Option<int>("--max-downtime") { Description = "Milliseconds the final dirty set may take to move at the measured rate: pre-copy stops once it fits", DefaultValueFactory = _ => 300 };
+var maxDowntime = new Option<int>("--max-downtime") { Description = "Milliseconds the final dirty set may take to move at the measured rate: pre-copy stops once it fits", DefaultValueFactory = _ => 100 };
 var json = new Option<bool>("--json") { Description = "Print the result as one JSON object on the last line of stdout" };
 var workDir = new Option<string>("--work-dir") { Description = "Staging directory for the dump (removed afterwards; CRIU logs kept)", DefaultValueFactory = _ => "/var/lib/migrate/source" };
 var logDir = new Option<string>("--log-dir") { Description = "Directory for this command's log file", DefaultValueFactory = _ => "/var/log/migrate" };

@@ -10,8 +10,11 @@ public sealed record PrecopyPolicy
     /// <summary>Iterations at most (iteration 0, the full copy, included): phaul's 8.</summary>
     public int MaxIterations { get; init; } = 8;
 
-    /// <summary>The time the final dirty set may take to move while the tree is frozen.</summary>
-    public TimeSpan MaxDowntime { get; init; } = TimeSpan.FromMilliseconds(300);
+    /// <summary>
+    /// The time the final dirty set may take to move while the tree is frozen. 100 ms: the rest of the freeze (CRIU's
+    /// metadata dump, a lazy restore) costs a few hundred ms anyway, and one more iteration while the tree runs is cheap.
+    /// </summary>
+    public TimeSpan MaxDowntime { get; init; } = TimeSpan.FromMilliseconds(100);
 
     /// <summary>A dirty set this small is moved at cutover whatever the rate (phaul's 64 pages).</summary>
     public long SmallDirtyPages { get; init; } = 64;
