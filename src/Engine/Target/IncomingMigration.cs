@@ -33,6 +33,9 @@ public sealed partial class IncomingMigration : IDisposable
     private LazyPagesDaemon? _lazyPages;
     private Task<string?>? _lazyServing;
 
+    /// <summary>How long stopping the agent waits for a lazy fill in progress.</summary>
+    private static readonly TimeSpan LazyDrainTimeout = TimeSpan.FromMinutes(5);
+
     internal IncomingMigration(string id, string workDir, ulong maxBytes, TargetOptions options, ILogger logger)
     {
         Id = id;
@@ -509,6 +512,17 @@ public sealed partial class IncomingMigration : IDisposable
 
     public void Dispose()
     {
+        // A committed tree still being filled by criu lazy-pages needs the store until the last page is in: the agent
+        // stopping now would cost the workload its memory. Wait (bounded) for the fill to end.
+        if (LazyPagesDone is { IsCompleted: false } filling)
+        {
+            LogLazyDrain(Id, RestoredPid);
+            if (!filling.Wait(LazyDrainTimeout))
+            {
+                LogLazyDrainTimedOut(Id, RestoredPid, LazyDrainTimeout.TotalSeconds);
+            }
+        }
+
         lock (_lock)
         {
             if (State != IncomingState.Committed)
@@ -583,6 +597,12 @@ public sealed partial class IncomingMigration : IDisposable
 
     [LoggerMessage(EventId = 308, Level = LogLevel.Error, Message = "migration {Id}: serving lazy pages to criu lazy-pages failed: {Error}")]
     private partial void LogLazyServeFailed(string id, string error);
+
+    [LoggerMessage(EventId = 309, Level = LogLevel.Warning, Message = "migration {Id}: waiting for criu lazy-pages to fill restored pid {Pid} before stopping")]
+    private partial void LogLazyDrain(string id, int pid);
+
+    [LoggerMessage(EventId = 310, Level = LogLevel.Error, Message = "migration {Id}: restored pid {Pid} still not filled after {Seconds:0} s; stopping anyway, its unfilled pages are lost")]
+    private partial void LogLazyDrainTimedOut(string id, int pid, double seconds);
 
     [LoggerMessage(EventId = 304, Level = LogLevel.Warning, Message = "could not remove {Dir}: {Message}")]
     private partial void LogCleanupFailed(string dir, string message);
