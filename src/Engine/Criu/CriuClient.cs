@@ -84,10 +84,12 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
             opts.LeaveStopped = true;
         }
 
+        // Always: CRIU also locks the network for sockets in transient states (a connection closing as the dump
+        // starts), and its default method (iptables) is not what this host has.
+        opts.NetworkLock = spec.NetworkLock;
         if (spec.TcpEstablished)
         {
             opts.TcpEstablished = true;
-            opts.NetworkLock = spec.NetworkLock;
         }
 
         if (spec.PageServerAddress is not null)
@@ -171,10 +173,10 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
             opts.LazyPages = true;
         }
 
+        opts.NetworkLock = spec.NetworkLock; // as for the dump: whatever CRIU locked, it unlocks the same way
         if (spec.TcpEstablished)
         {
             opts.TcpEstablished = true;
-            opts.NetworkLock = spec.NetworkLock;
         }
 
         var req = new CriuReq { Type = CriuReqType.Restore, Opts = opts };
