@@ -29,15 +29,15 @@ internal sealed class CriuSwrk : IAsyncDisposable
 
     private readonly Socket _socket;
     private readonly Process _process;
-    private readonly StringBuilder _output = new();
+    private readonly BoundedOutput _output = new(64 * 1024);
     private readonly byte[] _receiveBuffer = new byte[MaxResponseBytes];
 
     private CriuSwrk(Socket socket, Process process)
     {
         _socket = socket;
         _process = process;
-        _process.OutputDataReceived += (_, e) => AppendOutput(e.Data);
-        _process.ErrorDataReceived += (_, e) => AppendOutput(e.Data);
+        _process.OutputDataReceived += (_, e) => _output.Append(e.Data);
+        _process.ErrorDataReceived += (_, e) => _output.Append(e.Data);
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
     }
@@ -45,16 +45,7 @@ internal sealed class CriuSwrk : IAsyncDisposable
     public int Pid => _process.Id;
 
     /// <summary>What criu printed on stdout/stderr (it logs to its log file; this catches early failures).</summary>
-    public string Output
-    {
-        get
-        {
-            lock (_output)
-            {
-                return _output.ToString();
-            }
-        }
-    }
+    public string Output => _output.ToString();
 
     /// <summary>
     /// Starts <c>criu swrk</c>. <paramref name="inheritFd"/> (optional) is a further descriptor the child inherits
@@ -195,22 +186,6 @@ internal sealed class CriuSwrk : IAsyncDisposable
         return CriuResp.Parser.ParseFrom(_receiveBuffer, 0, n);
     }
 
-    private void AppendOutput(string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lock (_output)
-        {
-            // Bounded: criu writes to its log file; the console output is only a fallback diagnostic.
-            if (_output.Length < 64 * 1024)
-            {
-                _output.AppendLine(line);
-            }
-        }
-    }
 
     private async Task WaitExitAsync(TimeSpan timeout)
     {

@@ -14,15 +14,15 @@ public sealed class LazyPagesDaemon : IAsyncDisposable
     public const string SocketName = "lazy-pages.socket";
 
     private readonly Process _process;
-    private readonly StringBuilder _output = new();
+    private readonly BoundedOutput _output = new(16 * 1024);
     private readonly long _started = Stopwatch.GetTimestamp();
 
     private LazyPagesDaemon(Process process, string logPath)
     {
         _process = process;
         LogPath = logPath;
-        _process.OutputDataReceived += (_, e) => Append(e.Data);
-        _process.ErrorDataReceived += (_, e) => Append(e.Data);
+        _process.OutputDataReceived += (_, e) => _output.Append(e.Data);
+        _process.ErrorDataReceived += (_, e) => _output.Append(e.Data);
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
         Exited = WaitAsync();
@@ -39,16 +39,7 @@ public sealed class LazyPagesDaemon : IAsyncDisposable
     public TimeSpan Elapsed => Stopwatch.GetElapsedTime(_started);
 
     /// <summary>What criu printed outside its log (early failures).</summary>
-    public string Output
-    {
-        get
-        {
-            lock (_output)
-            {
-                return _output.ToString();
-            }
-        }
-    }
+    public string Output => _output.ToString();
 
     /// <summary>
     /// Starts the daemon and returns once it listens for the restore (or throws with its reason). It reads the lazy
@@ -119,21 +110,6 @@ public sealed class LazyPagesDaemon : IAsyncDisposable
         return _process.ExitCode;
     }
 
-    private void Append(string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lock (_output)
-        {
-            if (_output.Length < 16 * 1024)
-            {
-                _output.AppendLine(line);
-            }
-        }
-    }
 
     /// <summary>Kills the daemon if it still runs (a restore that failed or was aborted), and waits for it.</summary>
     public async ValueTask DisposeAsync()
