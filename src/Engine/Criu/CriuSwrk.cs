@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using System.Text;
 using Google.Protobuf;
 using Migration.Engine.Criu.Rpc;
 using Migration.Engine.Native;
