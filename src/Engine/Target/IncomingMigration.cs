@@ -32,6 +32,7 @@ public sealed partial class IncomingMigration : IDisposable
     private IReadOnlyList<int> _restoredTree = [];
     private LazyPagesDaemon? _lazyPages;
     private Task<string?>? _lazyServing;
+    private Task<LazyPagesDaemon>? _lazyStarting;
 
     /// <summary>How long stopping the agent waits for a lazy fill in progress.</summary>
     private static readonly TimeSpan LazyDrainTimeout = TimeSpan.FromMinutes(5);
@@ -249,7 +250,9 @@ public sealed partial class IncomingMigration : IDisposable
                 }
 
                 int marked = MarkLazyRuns();
-                daemon = await StartLazyPagesAsync(criu, Pages, ct).ConfigureAwait(false);
+                var starting = _lazyStarting ?? StartLazyPagesAsync(criu, Pages, ct);
+                _lazyStarting = null;
+                daemon = await starting.ConfigureAwait(false);
                 LogLazyDaemon(Id, daemon.Pid, marked);
             }
 
@@ -274,6 +277,7 @@ public sealed partial class IncomingMigration : IDisposable
                 Error = ex.Message;
             }
 
+            DropLazyStart();
             throw;
         }
         finally
@@ -282,6 +286,27 @@ public sealed partial class IncomingMigration : IDisposable
             {
                 await daemon.DisposeAsync().ConfigureAwait(false);
             }
+        }
+    }
+
+    /// <summary>
+    /// Starts <c>criu lazy-pages</c> for a lazy restore ahead of it, while the page images are composed (it reads only
+    /// the process tree image until the restore hands it the tasks): <see cref="RestoreAsync"/> takes it over.
+    /// </summary>
+    public void BeginLazyPages(CriuClient criu, CancellationToken ct)
+    {
+        if (Pages is { } pages && _lazyStarting is null)
+        {
+            _lazyStarting = StartLazyPagesAsync(criu, pages, ct);
+        }
+    }
+
+    /// <summary>A daemon started by <see cref="BeginLazyPages"/> that no restore took: stopped.</summary>
+    private void DropLazyStart()
+    {
+        if (Interlocked.Exchange(ref _lazyStarting, null) is { } starting)
+        {
+            _ = starting.ContinueWith(t => t.Result.DisposeAsync().AsTask(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         }
     }
 
@@ -459,6 +484,7 @@ public sealed partial class IncomingMigration : IDisposable
             State = IncomingState.Aborted;
             Error ??= reason;
             LogAborted(Id, reason, killed);
+            DropLazyStart();
             StopLazyPages();
             DeleteImages();
             return killed;
@@ -527,6 +553,7 @@ public sealed partial class IncomingMigration : IDisposable
         {
             if (State != IncomingState.Committed)
             {
+                DropLazyStart();
                 StopLazyPages();
             }
 

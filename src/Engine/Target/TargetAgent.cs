@@ -118,6 +118,12 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
     {
         var m = Get(id);
         m.VerifyManifest(manifest);
+        if (lazyPages && pagesStreamed)
+        {
+            // criu lazy-pages takes ~0.1 s to start: it does while the page images are composed.
+            m.BeginLazyPages(criu, ct);
+        }
+
         if (pagesStreamed)
         {
             try
