@@ -17,6 +17,11 @@ public static class Crc32C
     public static uint Compute(ReadOnlySpan<byte> data) => Finish(Update(InitialState, data));
 
     /// <summary>Folds <paramref name="data"/> into a running state (start from <see cref="InitialState"/>).</summary>
+    /// <remarks>
+    /// Compiled optimized at its first call, not tiered: it is called per page and per batch, and its unoptimized first
+    /// tier ran for about a tenth of a second of a 1 GiB transfer before the runtime replaced it.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static uint Update(uint state, ReadOnlySpan<byte> data)
     {
         // Bytes are fed in stream order; a little-endian u64 load keeps that order for the 8-byte step.

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Unicode;
 using Migration.Engine.Images;
@@ -127,6 +128,7 @@ public static class PageFrameReader
         return true;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per batch, loops over every page: see the remarks on Crc32C.Update
     private static bool TryExpand(in PageFrame frame, Span<byte> destination, out PageStreamError error)
     {
         error = default;
@@ -187,6 +189,7 @@ public static class PageFrameReader
     /// A raw batch with zero pages: each non-zero page is copied from the payload straight to its place and checksummed
     /// there (while it is in cache), zero pages are cleared; one pass instead of a copy and a spread.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per batch, loops over every page: see the remarks on Crc32C.Update
     private static bool TryScatterRaw(in PageFrame frame, Span<byte> destination, out PageStreamError error)
     {
         error = default;

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Unicode;
 using Migration.Engine.Images;
@@ -193,6 +194,7 @@ public sealed class PageFrameWriter : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per batch, loops over every page: see the remarks on Crc32C.Update
     private PageStreamStats EncodeBatch(PageTarget target, ulong vaddr, PagemapFlags flags, ReadOnlySpan<byte> pages)
     {
         int nr = pages.Length / PageSize;
@@ -241,6 +243,7 @@ public sealed class PageFrameWriter : IDisposable
         return EmitBatch(target, vaddr, flags, nr, in bits, zero, scratch.AsSpan(0, n * PageSize));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per batch, loops over every page: see the remarks on Crc32C.Update
     private PageStreamStats EncodeBatch(PageTarget target, ulong vaddr, PagemapFlags flags, ref SequenceReader<byte> reader, int nr)
     {
         // Raw: the non-zero pages go straight into the frame; compressed: into the scratch buffer LZ4 reads.
