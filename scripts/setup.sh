@@ -116,9 +116,24 @@ log "building native helpers"
 make -s -C "$REPO/native" >&2
 log "publishing migrate and migrate-agent to $INSTALL_DIR"
 mkdir -p "$INSTALL_DIR"
+# ReadyToRun (precompiled) where the machine's runtime identifier is known: otherwise every method a migration runs
+# for the first time is JIT-compiled while the tree is frozen, on the cores the page transfer needs (measured on 2
+# cores: about half a CPU-second per process during a 1 GiB dump). Framework-dependent, as without it.
+case "$(uname -m)" in
+  x86_64) RID=linux-x64 ;;
+  aarch64) RID=linux-arm64 ;;
+  *) RID= ;;
+esac
+publish() { # publish PROJECT OUTDIR: ReadyToRun when it can be (crossgen2 comes from the package feed), else plain
+  if [ -n "$RID" ] && dotnet publish "$1" -c Release -o "$2" -r "$RID" --self-contained false -p:PublishReadyToRun=true --nologo -v quiet >&2; then
+    return
+  fi
+  [ -n "$RID" ] && log "ReadyToRun publish of $(basename "$1") failed (is the crossgen2 package restorable?); publishing it without"
+  dotnet publish "$1" -c Release -o "$2" --nologo -v quiet >&2
+}
 # Separate folders: the agent runs on the ASP.NET shared framework, the CLI carries its own assemblies.
-dotnet publish "$REPO/src/Migrator.Source/Migrator.Source.csproj" -c Release -o "$INSTALL_DIR/migrate.d" --nologo -v quiet >&2
-dotnet publish "$REPO/src/Migrator.Target/Migrator.Target.csproj" -c Release -o "$INSTALL_DIR/migrate-agent.d" --nologo -v quiet >&2
+publish "$REPO/src/Migrator.Source/Migrator.Source.csproj" "$INSTALL_DIR/migrate.d"
+publish "$REPO/src/Migrator.Target/Migrator.Target.csproj" "$INSTALL_DIR/migrate-agent.d"
 if [ -z "${MIGRATE_INSTALL_DIR:-}" ]; then
   ln -sfn "$INSTALL_DIR/migrate.d/migrate" /usr/local/bin/migrate
   ln -sfn "$INSTALL_DIR/migrate-agent.d/migrate-agent" /usr/local/bin/migrate-agent

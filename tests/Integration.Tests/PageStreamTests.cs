@@ -39,6 +39,35 @@ public sealed class PageStreamTests(ITestOutputHelper output)
     }
 
     [RequiresRootFact]
+    public async Task UncompressedStreamArrivesIntact()
+    {
+        // --compress never: the source encodes each run in CRIU's session (no encoder stage), pages go raw.
+        await using var hosts = await TestHosts.CreateAsync();
+        var token = hosts.NewToken();
+        await using var agent = await Agent.StartAsync(hosts, token);
+        await using var workload = await Workload.StartAsync(hosts, mib: 128, zeroPresent: true);
+        int pid = workload.SinglePid();
+
+        var (result, json) = await MigrateCommand.RunAsync(hosts, agent.Endpoint, token, pid, "--compress", "never");
+        output.WriteLine(result.ToString());
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        ulong pages = json.GetProperty("pages").GetUInt64();
+        ulong zero = json.GetProperty("zeroPages").GetUInt64();
+        Assert.True(pages >= 128UL * 256, $"{pages} pages moved");
+        Assert.InRange(zero, 128UL * 256 / 3 - 256, 128UL * 256 / 3 + 4096);
+
+        // Only the zero pages are left out: the rest crosses as it is (ratio = all pages / non-zero pages, about 1.5).
+        Assert.InRange(json.GetProperty("compressionRatio").GetDouble(), 1.3, 1.7);
+
+        int targetPid = workload.SinglePid();
+        Assert.Equal(hosts.TargetNetns, NetNs.OfProcess(targetPid));
+        var status = await workload.StatusAsync(hosts.Target);
+        Assert.Equal("ok", status["verify"]);
+        Assert.Equal("ok", status["file"]);
+    }
+
+    [RequiresRootFact]
     public async Task BrokenPageStreamDuringTheDumpResumesSource()
     {
         var (hosts, agent, workload, result, json) = await MigrateIntoBrokenStoreAsync("cold");

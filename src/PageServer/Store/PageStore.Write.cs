@@ -298,7 +298,12 @@ public sealed partial class PageStore
         }
     }
 
-    /// <summary>Appends the run's bytes at the end of <paramref name="t"/>'s data (the caller advances <see cref="TargetData.DataPages"/>).</summary>
+    /// <summary>
+    /// Appends the run's bytes at the end of <paramref name="t"/>'s data (the caller advances <see cref="TargetData.DataPages"/>).
+    /// Small runs are gathered in the write buffer; a run of at least <see cref="DirectWriteBytes"/> is written from
+    /// where it is, in one gathering write with whatever the buffer holds before it (copying it would cost more than
+    /// the system call it could save).
+    /// </summary>
     private void Append(TargetData t, ReadOnlySequence<byte> data)
     {
         long offset = t.DataPages * PageSize;
@@ -309,15 +314,14 @@ public sealed partial class PageStore
 
         if (_bufferLength == 0)
         {
-            if (data.IsSingleSegment && data.Length >= _buffer.Length)
-            {
-                // A large contiguous run: one write, no copy through the buffer.
-                WriteData(t, data.First.Span, offset);
-                return;
-            }
-
             _bufferTarget = t;
             _bufferFileOffset = offset;
+        }
+
+        if (data.Length >= Math.Min(DirectWriteBytes, _buffer.Length))
+        {
+            WriteGathered(t, data);
+            return;
         }
 
         foreach (var segment in data)
@@ -335,6 +339,41 @@ public sealed partial class PageStore
                 }
             }
         }
+    }
+
+    /// <summary>Writes the buffered bytes, then <paramref name="data"/> right after them, with one pwritev; the buffer is empty after.</summary>
+    private void WriteGathered(TargetData t, ReadOnlySequence<byte> data)
+    {
+        var gather = _gather;
+        gather.Clear();
+        if (_bufferLength > 0)
+        {
+            gather.Add(_buffer.AsMemory(0, _bufferLength));
+        }
+
+        foreach (var segment in data)
+        {
+            gather.Add(segment);
+        }
+
+        try
+        {
+            RandomAccess.Write(t.File.SafeFileHandle, gather, _bufferFileOffset);
+            t.Dirty = true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // What was indexed stays readable (in the file or still in the buffer); nothing more is accepted.
+            _failure ??= ex;
+            throw;
+        }
+        finally
+        {
+            gather.Clear();
+        }
+
+        _bufferFileOffset += _bufferLength + data.Length;
+        _bufferLength = 0;
     }
 
     /// <summary>Writes the buffered bytes to their data file (no sync). Caller holds the lock.</summary>

@@ -16,8 +16,8 @@ namespace Migration.PageServer.Store;
 /// in-memory <see cref="PageIndex"/> per target mapping page address to the newest copy's place in that file (or to
 /// a lazy or parent mark). Superseded copies stay in the file (append-only; counted in <see cref="PageStoreStats.BytesStored"/>)
 /// until <see cref="Dispose"/> deletes the data files. Incoming pages are gathered into one write buffer per store
-/// (<see cref="PageStoreOptions.WriteBufferBytes"/>) and appended with large writes; a run that arrives in one
-/// contiguous block of at least that size is written directly.</para>
+/// (<see cref="PageStoreOptions.WriteBufferBytes"/>) and appended with large writes; a run of at least
+/// <see cref="DirectWriteBytes"/> is written from where it is, together with what the buffer holds (one pwritev).</para>
 /// <para>Threads: the <see cref="IPageSink"/> calls come from one caller at a time (the interface's contract).
 /// <see cref="ReadPages"/> and <see cref="Stats"/> may be called from any thread at any time, concurrently with
 /// the sink calls and with each other: one lock serializes them (reads see every page whose
@@ -37,12 +37,22 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
 
     private const int PageSize = PageFacts.PageSize;
 
+    /// <summary>
+    /// 256 KiB: a run this large (or the whole write buffer, when that is smaller) goes to the file from where it is,
+    /// not through the buffer. A page stream's batches are up to 1 MiB, and CRIU's chunks about as large, so most
+    /// pages are written without a copy; at this size one more system call costs far less than the copy would.
+    /// </summary>
+    internal const int DirectWriteBytes = 256 << 10;
+
     private readonly Lock _gate = new();
     private readonly string _directory;
     private readonly PageStoreOptions _options;
     private readonly ILogger _logger;
     private readonly Dictionary<PageTarget, TargetData> _targets = [];
     private readonly byte[] _buffer;
+
+    /// <summary>The memory one gathering write takes: the buffered bytes and a run's segments (reused: no allocation per write).</summary>
+    private readonly List<ReadOnlyMemory<byte>> _gather = new(4);
 
     // The write buffer: _bufferLength bytes for _bufferTarget's data file, from file offset _bufferFileOffset.
     private TargetData? _bufferTarget;

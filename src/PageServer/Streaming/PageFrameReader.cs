@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Unicode;
 using Migration.Engine.Images;
@@ -127,9 +128,15 @@ public static class PageFrameReader
         return true;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per batch, loops over every page: see the remarks on Crc32C.Update
     private static bool TryExpand(in PageFrame frame, Span<byte> destination, out PageStreamError error)
     {
         error = default;
+        if (frame.Encoding == PageEncoding.Raw && frame.ZeroPageCount > 0)
+        {
+            return TryScatterRaw(in frame, destination, out error);
+        }
+
         int u = frame.UncompressedLength;
         var compact = destination[..u];
         if (frame.Encoding == PageEncoding.Raw)
@@ -144,8 +151,7 @@ public static class PageFrameReader
         uint checksum = Crc32C.Finish(Crc32C.Update(frame.MetadataCrcState, compact));
         if (checksum != frame.Checksum)
         {
-            error = new(PageStreamErrorCode.ChecksumMismatch,
-                $"BATCH {frame.Target} 0x{frame.Vaddr:x} +{frame.NrPages}: checksum of the received pages is 0x{checksum:x8}, the frame says 0x{frame.Checksum:x8}");
+            error = ChecksumMismatch(in frame, checksum);
             return false;
         }
 
@@ -178,6 +184,45 @@ public static class PageFrameReader
 
         return true;
     }
+
+    /// <summary>
+    /// A raw batch with zero pages: each non-zero page is copied from the payload straight to its place and checksummed
+    /// there (while it is in cache), zero pages are cleared; one pass instead of a copy and a spread.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per batch, loops over every page: see the remarks on Crc32C.Update
+    private static bool TryScatterRaw(in PageFrame frame, Span<byte> destination, out PageStreamError error)
+    {
+        error = default;
+        var reader = new SequenceReader<byte>(frame.Payload);
+        uint state = frame.MetadataCrcState;
+        int nr = (int)frame.NrPages;
+        for (int i = 0; i < nr; i++)
+        {
+            var slot = destination.Slice(i * PageSize, PageSize);
+            if (frame.IsZeroPage(i))
+            {
+                slot.Clear();
+                continue;
+            }
+
+            // The payload holds exactly the non-zero pages (its length was checked against the bitmap).
+            reader.TryCopyTo(slot);
+            reader.Advance(PageSize);
+            state = Crc32C.Update(state, slot);
+        }
+
+        uint checksum = Crc32C.Finish(state);
+        if (checksum != frame.Checksum)
+        {
+            error = ChecksumMismatch(in frame, checksum);
+            return false;
+        }
+
+        return true;
+    }
+
+    private static PageStreamError ChecksumMismatch(in PageFrame frame, uint checksum) => new(PageStreamErrorCode.ChecksumMismatch,
+        $"BATCH {frame.Target} 0x{frame.Vaddr:x} +{frame.NrPages}: checksum of the received pages is 0x{checksum:x8}, the frame says 0x{frame.Checksum:x8}");
 
     private static bool TryDecompress(in PageFrame frame, Span<byte> compact, out PageStreamError error)
     {

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Unicode;
 using Migration.Engine.Images;
@@ -10,9 +11,10 @@ namespace Migration.PageServer.Streaming;
 /// <summary>
 /// Encodes page stream frames into an <see cref="IBufferWriter{T}"/> (typically the connection's PipeWriter).
 /// Nothing is flushed: the caller flushes after each call, which bounds what is buffered to one call's pages.
-/// Per batch it allocates nothing: zero pages are found with a vectorized scan, non-zero pages gathered into one
-/// pooled scratch buffer (skipped when a contiguous batch has no zero page) and LZ4-compressed straight into the
-/// output; a batch that does not shrink is sent raw. Not thread-safe: one writer per send loop.
+/// Per batch it allocates nothing: zero pages are found with a vectorized scan where the pages lie; with compression
+/// the non-zero pages are gathered into one pooled scratch buffer (skipped when a contiguous batch has no zero page)
+/// and LZ4-compressed straight into the output, and a batch that does not shrink is sent raw; without compression
+/// they are copied once, straight into the output. Not thread-safe: one writer per send loop.
 /// </summary>
 public sealed class PageFrameWriter : IDisposable
 {
@@ -192,6 +194,7 @@ public sealed class PageFrameWriter : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per batch, loops over every page: see the remarks on Crc32C.Update
     private PageStreamStats EncodeBatch(PageTarget target, ulong vaddr, PagemapFlags flags, ReadOnlySpan<byte> pages)
     {
         int nr = pages.Length / PageSize;
@@ -211,50 +214,115 @@ public sealed class PageFrameWriter : IDisposable
             return EmitBatch(target, vaddr, flags, nr, in bits, 0, pages);
         }
 
+        if (_options.DisableCompression)
+        {
+            // Raw: the non-zero pages go straight into the frame, no gathering pass before.
+            var frame = BeginBatch(nr, (nr - zero) * PageSize, out var payload);
+            int k = 0;
+            for (int i = 0; i < nr; i++)
+            {
+                if ((bits[i >> 6] & (1UL << (i & 63))) == 0)
+                {
+                    pages.Slice(i * PageSize, PageSize).CopyTo(payload.Slice(k++ * PageSize, PageSize));
+                }
+            }
+
+            return EndRawBatch(frame, target, vaddr, flags, nr, in bits, zero);
+        }
+
         var scratch = Scratch();
-        int k = 0;
+        int n = 0;
         for (int i = 0; i < nr; i++)
         {
             if ((bits[i >> 6] & (1UL << (i & 63))) == 0)
             {
-                pages.Slice(i * PageSize, PageSize).CopyTo(scratch.AsSpan(k++ * PageSize));
+                pages.Slice(i * PageSize, PageSize).CopyTo(scratch.AsSpan(n++ * PageSize));
             }
         }
 
-        return EmitBatch(target, vaddr, flags, nr, in bits, zero, scratch.AsSpan(0, k * PageSize));
+        return EmitBatch(target, vaddr, flags, nr, in bits, zero, scratch.AsSpan(0, n * PageSize));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per batch, loops over every page: see the remarks on Crc32C.Update
     private PageStreamStats EncodeBatch(PageTarget target, ulong vaddr, PagemapFlags flags, ref SequenceReader<byte> reader, int nr)
     {
-        var scratch = Scratch();
+        // Raw: the non-zero pages go straight into the frame; compressed: into the scratch buffer LZ4 reads.
+        Span<byte> frame = default;
+        Span<byte> compact = _options.DisableCompression ? default : Scratch();
+        if (_options.DisableCompression)
+        {
+            frame = BeginBatch(nr, nr * PageSize, out compact);
+        }
+
         var bits = default(ZeroPageBits);
         int zero = 0;
         int k = 0;
         for (int i = 0; i < nr; i++)
         {
-            // Gather first, test after: a page that straddles two segments needs the copy anyway.
-            var page = scratch.AsSpan(k * PageSize, PageSize);
-            reader.TryCopyTo(page);
-            reader.Advance(PageSize);
-            if (page.ContainsAnyExcept((byte)0))
+            var unread = reader.UnreadSpan;
+            if (unread.Length >= PageSize)
             {
-                k++;
+                // The page lies in one segment (all but the few that straddle two): tested where it is, copied only if not zero.
+                var page = unread[..PageSize];
+                if (page.ContainsAnyExcept((byte)0))
+                {
+                    page.CopyTo(compact.Slice(k++ * PageSize, PageSize));
+                }
+                else
+                {
+                    bits[i >> 6] |= 1UL << (i & 63);
+                    zero++;
+                }
             }
             else
             {
-                bits[i >> 6] |= 1UL << (i & 63);
-                zero++;
+                // Straddles segments: gathered first, tested after (a zero page's slot is reused by the next page).
+                var slot = compact.Slice(k * PageSize, PageSize);
+                reader.TryCopyTo(slot);
+                if (slot.ContainsAnyExcept((byte)0))
+                {
+                    k++;
+                }
+                else
+                {
+                    bits[i >> 6] |= 1UL << (i & 63);
+                    zero++;
+                }
             }
+
+            reader.Advance(PageSize);
         }
 
-        return EmitBatch(target, vaddr, flags, nr, in bits, zero, scratch.AsSpan(0, k * PageSize));
+        return _options.DisableCompression
+            ? EndRawBatch(frame, target, vaddr, flags, nr, in bits, zero)
+            : EmitBatch(target, vaddr, flags, nr, in bits, zero, compact[..(k * PageSize)]);
+    }
+
+    /// <summary>Room for a raw BATCH of <paramref name="nr"/> pages with up to <paramref name="maxPayload"/> bytes of non-zero pages; <paramref name="payload"/> is where they go.</summary>
+    private Span<byte> BeginBatch(int nr, int maxPayload, out Span<byte> payload)
+    {
+        int payloadOffset = PageStreamProtocol.BatchPrefixLength + (nr + 7) / 8 + PageStreamProtocol.BatchTrailerLength;
+        var frame = BeginFrame(payloadOffset + maxPayload);
+        payload = frame.Slice(PageStreamProtocol.HeaderLength + payloadOffset, maxPayload);
+        return frame;
+    }
+
+    /// <summary>Completes a raw BATCH from <see cref="BeginBatch"/> whose payload holds the batch's non-zero pages, in address order.</summary>
+    private PageStreamStats EndRawBatch(Span<byte> frame, PageTarget target, ulong vaddr, PagemapFlags flags, int nr, in ZeroPageBits bits, int zero)
+    {
+        var body = frame[PageStreamProtocol.HeaderLength..];
+        int metaLength = WriteBatchMeta(body, target, vaddr, flags, nr, in bits);
+        int payloadOffset = metaLength + PageStreamProtocol.BatchTrailerLength;
+        int u = (nr - zero) * PageSize;
+        uint crc = Crc32C.Finish(Crc32C.Update(Crc32C.Update(Crc32C.InitialState, body[..metaLength]), body.Slice(payloadOffset, u)));
+        WriteBatchTrailer(body[metaLength..], PageEncoding.Raw, u, u, crc);
+        return CountBatch(nr, zero, PageEncoding.Raw, EndFrame(frame, PageFrameKind.Batch, payloadOffset + u));
     }
 
     /// <summary>Writes one PRESENT BATCH whose non-zero pages are <paramref name="nonZero"/>, in address order.</summary>
     private PageStreamStats EmitBatch(PageTarget target, ulong vaddr, PagemapFlags flags, int nr, in ZeroPageBits bits, int zero, ReadOnlySpan<byte> nonZero)
     {
-        int bitmapBytes = (nr + 7) / 8;
-        int metaLength = PageStreamProtocol.BatchPrefixLength + bitmapBytes;
+        int metaLength = PageStreamProtocol.BatchPrefixLength + (nr + 7) / 8;
         int payloadOffset = metaLength + PageStreamProtocol.BatchTrailerLength;
         int u = nonZero.Length;
 
@@ -263,11 +331,7 @@ public sealed class PageFrameWriter : IDisposable
         bool compress = u > 0 && !_options.DisableCompression;
         var frame = BeginFrame(payloadOffset + (compress ? Lz4.CompressBound(u) : u));
         var body = frame[PageStreamProtocol.HeaderLength..];
-        WriteBatchPrefix(body, target, flags, vaddr, (uint)nr);
-        for (int i = 0; i < bitmapBytes; i++)
-        {
-            body[PageStreamProtocol.BatchPrefixLength + i] = (byte)(bits[i >> 3] >> ((i & 7) * 8));
-        }
+        WriteBatchMeta(body, target, vaddr, flags, nr, in bits);
 
         var payload = body[payloadOffset..];
         var encoding = PageEncoding.Raw;
@@ -285,8 +349,24 @@ public sealed class PageFrameWriter : IDisposable
 
         uint crc = Crc32C.Finish(Crc32C.Update(Crc32C.Update(Crc32C.InitialState, body[..metaLength]), nonZero));
         WriteBatchTrailer(body[metaLength..], encoding, p, u, crc);
-        int wire = EndFrame(frame, PageFrameKind.Batch, payloadOffset + p);
+        return CountBatch(nr, zero, encoding, EndFrame(frame, PageFrameKind.Batch, payloadOffset + p));
+    }
 
+    /// <summary>Prefix and zero-page bitmap of a PRESENT batch; returns their length.</summary>
+    private static int WriteBatchMeta(Span<byte> body, PageTarget target, ulong vaddr, PagemapFlags flags, int nr, in ZeroPageBits bits)
+    {
+        int bitmapBytes = (nr + 7) / 8;
+        WriteBatchPrefix(body, target, flags, vaddr, (uint)nr);
+        for (int i = 0; i < bitmapBytes; i++)
+        {
+            body[PageStreamProtocol.BatchPrefixLength + i] = (byte)(bits[i >> 3] >> ((i & 7) * 8));
+        }
+
+        return PageStreamProtocol.BatchPrefixLength + bitmapBytes;
+    }
+
+    private PageStreamStats CountBatch(int nr, int zero, PageEncoding encoding, int wire)
+    {
         var stats = new PageStreamStats(
             Pages: nr, ZeroPages: zero, RawBytes: (long)nr * PageSize, WireBytes: wire, Batches: 1,
             CompressedBatches: encoding == PageEncoding.Lz4 ? 1 : 0, RawBatches: encoding == PageEncoding.Raw ? 1 : 0);

@@ -20,6 +20,9 @@ public static class PageStreamReceiver
     /// <summary>Bytes read ahead of decoding: a few maximal frames.</summary>
     public const long ReadAheadBytes = 8 << 20;
 
+    /// <summary>Room offered to each read of the connection: a whole batch, so most frames lie in one segment and a read drains what the socket holds.</summary>
+    public const int ReadBytes = PageStreamProtocol.MaxFrameLength;
+
     public static async Task<PageStreamResult> RunAsync(Stream connection, Func<string, IPageSink> resolve, CancellationToken ct)
     {
         var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: ReadAheadBytes, resumeWriterThreshold: ReadAheadBytes / 2, useSynchronizationContext: false));
@@ -167,7 +170,7 @@ public static class PageStreamReceiver
         {
             while (true)
             {
-                var memory = writer.GetMemory(256 * 1024);
+                var memory = writer.GetMemory(ReadBytes);
                 int n = await connection.ReadAsync(memory, ct).ConfigureAwait(false);
                 if (n == 0)
                 {

@@ -10,11 +10,13 @@ namespace Migration.PageServer.Transport;
 
 
 /// <summary>
-/// The source end of a migration's page stream, as an <see cref="IPageSink"/>, in three stages that overlap:
-/// the caller (CRIU's session) copies each run into a pooled buffer and queues it; an encoder task encodes
-/// the queue in order (zero pages elided, LZ4, checksummed) into a pipe; a send loop drains the pipe to the
-/// connection. A receive loop takes the target's round acknowledgements. The bounded queue and the pipe's
-/// thresholds give backpressure. A round counts as delivered only when the target acknowledged it.
+/// The source end of a migration's page stream, as an <see cref="IPageSink"/>, in stages that overlap. With
+/// compression, three: the caller (CRIU's session) copies each run into a pooled buffer and queues it; an encoder
+/// task encodes the queue in order (zero pages elided, LZ4, checksummed) into a pipe; a send loop drains the pipe
+/// to the connection. Without compression, encoding (zero scan, checksum, one copy) costs no more than the copy
+/// that would hand the run to an encoder, so the caller encodes straight into the pipe and there are two stages.
+/// A receive loop takes the target's round acknowledgements. The bounded queue and the pipe's thresholds give
+/// backpressure. A round counts as delivered only when the target acknowledged it.
 /// </summary>
 public sealed class PageStreamSender : IPageSink, IAsyncDisposable
 {
@@ -41,6 +43,9 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
     private readonly ConcurrentDictionary<ulong, TaskCompletionSource> _acks = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly Channel<Work> _queue = Channel.CreateBounded<Work>(new BoundedChannelOptions(QueuedRuns) { SingleReader = true, SingleWriter = true });
+    private readonly bool _inline;
+    private CancellationTokenSource? _inlineStop;
+    private CancellationToken _inlineStopFor;
     private readonly Task _encodeLoop;
     private readonly Task _sendLoop;
     private readonly Task _receiveLoop;
@@ -58,7 +63,8 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
         _started = _time.GetTimestamp();
         _writer = new PageFrameWriter(_pipe.Writer, options);
         _writer.WriteHello(migrationId);
-        _encodeLoop = Task.Run(EncodeLoopAsync);
+        _inline = options?.DisableCompression == true;
+        _encodeLoop = _inline ? Task.CompletedTask : Task.Run(EncodeLoopAsync);
         _sendLoop = Task.Run(SendLoopAsync);
         _receiveLoop = Task.Run(ReceiveLoopAsync);
     }
@@ -80,6 +86,12 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
 
     public async ValueTask WritePagesAsync(PageTarget target, ulong vaddr, uint nrPages, PagemapFlags flags, ReadOnlySequence<byte> data, CancellationToken ct)
     {
+        if (_inline)
+        {
+            await EncodeInlineAsync(new Work(WorkKind.Pages, target, vaddr, nrPages, flags, null, 0, 0), data, ct).ConfigureAwait(false);
+            return;
+        }
+
         byte[]? buffer = null;
         if (!data.IsEmpty)
         {
@@ -112,6 +124,12 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
 
     private async ValueTask EnqueueAsync(Work work, CancellationToken ct)
     {
+        if (_inline)
+        {
+            await EncodeInlineAsync(work, ReadOnlySequence<byte>.Empty, ct).ConfigureAwait(false);
+            return;
+        }
+
         ThrowIfFailed();
         try
         {
@@ -125,6 +143,74 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Encodes one item in the caller's call (no compression) and flushes it to the send loop; the pipe's threshold
+    /// holds the caller back when the link is slower. After END the pipe is complete.
+    /// </summary>
+    private async ValueTask EncodeInlineAsync(Work work, ReadOnlySequence<byte> data, CancellationToken ct)
+    {
+        ThrowIfFailed();
+        try
+        {
+            Encode(work, data);
+            var flushed = await _pipe.Writer.FlushAsync(InlineToken(ct)).ConfigureAwait(false);
+            if (work.Kind == WorkKind.End || flushed.IsCompleted)
+            {
+                await _pipe.Writer.CompleteAsync().ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            // The stream failed under the flush (Fail cancels _stop): its reason, not the cancellation, is the error.
+            ThrowIfFailed();
+            throw;
+        }
+        catch (Exception ex) when (ex is IOException or InvalidOperationException or ArgumentException && _failure is null)
+        {
+            Fail($"encoding pages failed: {ex.Message}");
+            throw;
+        }
+
+        ThrowIfFailed();
+    }
+
+    /// <summary>The caller's token joined with the stream's stop; one source per caller token (calls are never concurrent), not one per run.</summary>
+    private CancellationToken InlineToken(CancellationToken ct)
+    {
+        if (!ct.CanBeCanceled)
+        {
+            return _stop.Token;
+        }
+
+        if (_inlineStop is null || _inlineStopFor != ct)
+        {
+            _inlineStop?.Dispose();
+            _inlineStop = CancellationTokenSource.CreateLinkedTokenSource(ct, _stop.Token);
+            _inlineStopFor = ct;
+        }
+
+        return _inlineStop.Token;
+    }
+
+    private void Encode(in Work work, ReadOnlySequence<byte> data)
+    {
+        switch (work.Kind)
+        {
+            case WorkKind.Open:
+                _writer.WriteOpen(work.Target);
+                break;
+            case WorkKind.Pages:
+                _stats += _writer.WritePages(work.Target, work.Vaddr, work.NrPages, work.Flags, data);
+                break;
+            case WorkKind.RoundEnd:
+                _writer.WriteRoundEnd(work.Round);
+                break;
+            case WorkKind.End:
+                _writer.WriteEnd();
+                break;
+        }
+    }
+
     /// <summary>The encoder: turns queued work into frames, in order, and flushes them to the send loop.</summary>
     private async Task EncodeLoopAsync()
     {
@@ -134,22 +220,7 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
             {
                 try
                 {
-                    switch (work.Kind)
-                    {
-                        case WorkKind.Open:
-                            _writer.WriteOpen(work.Target);
-                            break;
-                        case WorkKind.Pages:
-                            var data = work.Buffer is null ? ReadOnlySequence<byte>.Empty : new ReadOnlySequence<byte>(work.Buffer, 0, work.Length);
-                            _stats += _writer.WritePages(work.Target, work.Vaddr, work.NrPages, work.Flags, data);
-                            break;
-                        case WorkKind.RoundEnd:
-                            _writer.WriteRoundEnd(work.Round);
-                            break;
-                        case WorkKind.End:
-                            _writer.WriteEnd();
-                            break;
-                    }
+                    Encode(work, work.Buffer is null ? ReadOnlySequence<byte>.Empty : new ReadOnlySequence<byte>(work.Buffer, 0, work.Length));
                 }
                 finally
                 {
@@ -330,6 +401,7 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
         await _connection.DisposeAsync().ConfigureAwait(false);
         await Task.WhenAll(_encodeLoop, _sendLoop, _receiveLoop).ConfigureAwait(false);
         _writer.Dispose();
+        _inlineStop?.Dispose();
         _stop.Dispose();
     }
 }

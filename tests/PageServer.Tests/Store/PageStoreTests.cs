@@ -191,6 +191,33 @@ public sealed class PageStoreTests : IDisposable
         AssertPages(onDisk, Base, 1, 1, 1, 1, 1);
     }
 
+    [Theory]
+    [InlineData(100 * Page)] // one block
+    [InlineData(4096)] // pipe-sized segments: one gathering write of many pieces
+    public async Task LargeRun_IsWrittenWithTheBufferedPagesBeforeIt_InOneWrite(int segmentBytes)
+    {
+        using var store = NewStore();
+        string data = Path.Combine(store.DataDirectory, "pid-1.data");
+        await store.Write(Pid1, Base, 3, version: 1);
+        Assert.Equal(0, new FileInfo(data).Length); // small: gathered in the write buffer
+
+        // 100 pages (400 KiB) is past PageStore.DirectWriteBytes: written at once, from where it is, after the 3 buffered pages.
+        Assert.True(100 * Page >= PageStore.DirectWriteBytes);
+        ulong va = Base + (3 * Page);
+        await store.WritePagesAsync(Pid1, va, 100, PagemapFlags.Present, Segmented(Make(va, 100, 2), segmentBytes), None);
+        Assert.Equal(103L * Page, new FileInfo(data).Length);
+
+        await store.Write(Pid1, Base + (103 * Page), 2, version: 3);
+        Assert.Equal(103L * Page, new FileInfo(data).Length);
+        await store.CompleteRoundAsync(None);
+
+        int[] versions = [.. Enumerable.Repeat(1, 3), .. Enumerable.Repeat(2, 100), 3, 3];
+        AssertPages(File.ReadAllBytes(data), Base, versions);
+        var dest = new byte[105 * Page];
+        Assert.Equal(105, store.ReadPages(Pid1, Base, 105, dest));
+        AssertPages(dest, Base, versions);
+    }
+
     [Fact]
     public async Task MaxBytes_RefusesTheRunAndKeepsWhatWasThere()
     {

@@ -58,6 +58,57 @@ public class PageFrameAllocationTests
     }
 
     [Fact]
+    public void EncodingRaw_FromSpansAndSegments_AllocatesNothingPerBatch()
+    {
+        var segmented = Inputs.Select(p => Segment.Chunked(p, 1500)).ToArray();
+        var output = new ArrayBufferWriter<byte>(1 << 20);
+        using var writer = new PageFrameWriter(output, new PageFrameWriterOptions(disableCompression: true));
+        void Encode(int i)
+        {
+            if ((i & 1) == 0)
+            {
+                writer.WritePages(Pid42, 0x10000, PagemapFlags.Present, Inputs[i / 2 % Inputs.Length]);
+            }
+            else
+            {
+                writer.WritePages(Pid42, 0x10000, PagemapFlags.Present, segmented[i / 2 % segmented.Length]);
+            }
+
+            output.ResetWrittenCount();
+        }
+
+        long allocated = Measure(Encode);
+
+        Assert.True(allocated < Bound, $"encoding {Batches} raw batches allocated {allocated} bytes");
+        Assert.Equal(0, writer.Stats.CompressedBatches);
+    }
+
+    [Fact]
+    public void DecodingRawBatches_AllocatesNothingPerBatch()
+    {
+        // Raw batches with zero pages: each page is copied to its place from a payload in one or several segments.
+        var raw = new PageFrameWriterOptions(disableCompression: true);
+        var encoded = Inputs.Select(p => new ReadOnlySequence<byte>(Batch(p, options: raw))).ToArray();
+        var split = Inputs.Select(p => Segment.Chunked(Batch(p, options: raw), 5000)).ToArray();
+        var destination = new byte[16 * PageSize];
+        int decoded = 0;
+        void Decode(int i)
+        {
+            var buffer = (i & 1) == 0 ? encoded[i / 2 % encoded.Length] : split[i / 2 % split.Length];
+            if (PageFrameReader.TryReadFrame(ref buffer, out var frame, out _) == PageFrameStatus.Complete
+                && PageFrameReader.TryDecodeBatch(frame, destination, out _))
+            {
+                decoded++;
+            }
+        }
+
+        long allocated = Measure(Decode);
+
+        Assert.Equal(Batches + 20, decoded);
+        Assert.True(allocated < Bound, $"decoding {Batches} raw batches allocated {allocated} bytes");
+    }
+
+    [Fact]
     public void Decoding1000Batches_AllocatesNothingPerBatch()
     {
         var encoded = Inputs.Select(p => new ReadOnlySequence<byte>(Batch(p))).ToArray();

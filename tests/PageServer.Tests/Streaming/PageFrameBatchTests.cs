@@ -249,6 +249,57 @@ public class PageFrameBatchTests
         }
     }
 
+    [Theory]
+    [InlineData("tzrozt")]
+    [InlineData("zzzzrrrr")]
+    [InlineData("rrrrrrrr")]
+    [InlineData("zzzzzzzz")]
+    public void Raw_WriterInputFromSegments_EncodesExactlyAsFromOneSpan(string pattern)
+    {
+        // Without compression the non-zero pages are copied straight into the frame, tested where they lie or, when a
+        // page straddles two segments, after gathering: every way of cutting the input gives the same bytes.
+        var raw = new PageFrameWriterOptions(disableCompression: true);
+        var pages = PageData.Mixed(string.Concat(Enumerable.Repeat(pattern, 300 / pattern.Length)), seed: 11);
+        var expected = Batch(pages, Vaddr, options: raw);
+        Assert.All(ReadAll(new ReadOnlySequence<byte>(expected)), f => Assert.Equal(PageEncoding.Raw, f.Frame.Encoding));
+        Assert.Equal(pages, ReadAll(new ReadOnlySequence<byte>(expected)).SelectMany(f => f.Pages));
+
+        foreach (int chunk in new[] { 1000, 4096, 4097, 65536, 3 * 4096 + 7 })
+        {
+            Assert.Equal(expected, Write(w => w.WritePages(Pid42, Vaddr, PagemapFlags.Present, Segment.Chunked(pages, chunk)), raw));
+        }
+
+        var random = new Random(11);
+        for (int i = 0; i < 5; i++)
+        {
+            Assert.Equal(expected, Write(w => w.WritePages(Pid42, Vaddr, PagemapFlags.Present, Segment.Random(pages, random, 20000)), raw));
+        }
+    }
+
+    [Fact]
+    public void RawBatchWithZeroPages_PayloadInSegments_DecodesToTheirPlaces()
+    {
+        var pages = PageData.Mixed("zrtzzortrz", seed: 12);
+        var bytes = Batch(pages, Vaddr, options: new PageFrameWriterOptions(disableCompression: true));
+        Assert.Equal(PageEncoding.Raw, ReadOne(bytes).Encoding);
+
+        var random = new Random(12);
+        foreach (var buffer in new[] { Segment.Chunked(bytes, 1), Segment.Chunked(bytes, 4095), Segment.Random(bytes, random, 5000) })
+        {
+            var frames = ReadAll(buffer);
+            Assert.Equal(pages, Assert.Single(frames).Pages);
+        }
+    }
+
+    [Fact]
+    public void RawBatchWithZeroPages_CorruptedPage_IsRefusedAndNothingIsLeft()
+    {
+        var bytes = Batch(PageData.Mixed("zrzt", seed: 13), Vaddr, options: new PageFrameWriterOptions(disableCompression: true));
+        bytes[^100] ^= 0x01; // inside the last non-zero page
+
+        Assert.Equal(PageStreamErrorCode.ChecksumMismatch, Undecodable(bytes).Code);
+    }
+
     [Fact]
     public void ReaderInputInSegments_DecodesTheSame()
     {
