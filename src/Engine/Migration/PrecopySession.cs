@@ -10,7 +10,7 @@ namespace Migration.Engine.Migration;
 /// <summary>The last round after a lazy dump: pages kept from pre-copy, read from the frozen tree, and from CRIU's images.</summary>
 public sealed record FinalRound(int Tasks, long CleanPages, long MemoryPages, long ImagePages, TimeSpan Elapsed);
 
-/// <summary>One pre-copy iteration, as the CLI shows it.</summary>
+/// <summary>One pre-copy iteration, as the CLI shows it. <see cref="BytesPerSecond"/> counts pages with data (zero pages cross as a flag).</summary>
 public sealed record PrecopyIteration(int Index, long PagesSent, long BytesOnWire, long DirtyPagesFound, TimeSpan Elapsed, double BytesPerSecond);
 
 /// <summary>
@@ -91,7 +91,8 @@ public sealed partial class PrecopySession : ICutoverFilter, IDisposable
             for (int i = 0; ; i++)
             {
                 var sw = Stopwatch.StartNew();
-                long wireBefore = (long)transport.Snapshot().WireBytes;
+                var before = transport.Snapshot();
+                long wireBefore = (long)before.WireBytes;
                 long sent = 0;
                 foreach (var t in _tasks)
                 {
@@ -124,8 +125,13 @@ public sealed partial class PrecopySession : ICutoverFilter, IDisposable
 
                 await transport.CompleteRoundAsync(ct).ConfigureAwait(false);
                 sw.Stop();
-                long wire = (long)transport.Snapshot().WireBytes - wireBefore;
-                double rate = sent * (double)PageSize / Math.Max(sw.Elapsed.TotalSeconds, 1e-3);
+                var after = transport.Snapshot();
+                long wire = (long)after.WireBytes - wireBefore;
+
+                // The rate the policy judges the dirty set by: pages with data per second. Zero pages cross as a flag
+                // and would flatter it, while what a running workload dirties is mostly data.
+                long zero = (long)(after.ZeroPages - before.ZeroPages);
+                double rate = Math.Max(sent - zero, 1) * (double)PageSize / Math.Max(sw.Elapsed.TotalSeconds, 1e-3);
 
                 // What is dirty now is what the next iteration (or the cutover) must move.
                 long nowDirty = PeekDirtyPages();

@@ -229,7 +229,7 @@ public sealed partial class SourceMigration(
             {
                 await precopy.RunAsync(pages!, options.Precopy, (it, stop) => progress?.Report(new MigrationProgress(MigrationPhase.Precopy,
                     $"iteration {it.Index}: sent {it.PagesSent} pages ({it.PagesSent * 4096 / 1048576.0:0.0} MiB, {it.BytesOnWire / 1048576.0:0.0} MiB on the wire) in {it.Elapsed.TotalMilliseconds:0} ms, " +
-                    $"{it.BytesPerSecond / 1048576:0} MiB/s; {it.DirtyPagesFound} pages dirty{(stop is null ? "" : $"; stopping: {stop}")}")), ct).ConfigureAwait(false);
+                    $"{it.BytesPerSecond / 1048576:0} MiB/s of non-zero pages; {it.DirtyPagesFound} pages dirty{(stop is null ? "" : $"; stopping: {stop}")}")), ct).ConfigureAwait(false);
                 // The target orders what it holds into a parent image now, while the workload runs (pages written
                 // meanwhile are caught by the tracker and go in the final round).
                 progress?.Report(new MigrationProgress(MigrationPhase.Precopy, "target preparing its images of the pre-copied pages"));
