@@ -65,7 +65,7 @@ field() { sed -n "s/.* $1=\([0-9a-z:]*\).*/\1/p" <<<"$2"; }
 workload_pid() {
   { pgrep -f "memwork --mib [0-9]* --port $WPORT --file $1( |$)" || true; } | while read -r p; do
     if [ "$(readlink /proc/"$p"/ns/pid)" != "$(readlink /proc/self/ns/pid)" ]; then echo "$p"; fi
-  done | head -n1
+  done | head -n1 || true # head may close the pipe on a second match (SIGPIPE under pipefail)
 }
 # rate OPS_BEFORE OPS_AFTER -> "writes/s writes-per-writer-cpu-second"
 rate() {
