@@ -57,7 +57,7 @@ nsenter --net=/run/netns/$TGT "$AGENTBIN" --listen 10.244.0.2:7070 --token-file 
 AGENT=$!
 for _ in $(seq 100); do grep -q "listening on" "$B/agent.out" && break; sleep 0.1; done
 
-query() { timeout 10 nsenter --net="/run/netns/$1" bash -c "exec 3<>/dev/tcp/127.0.0.1/$WPORT && echo $2 >&3 && cat <&3"; }
+query() { timeout "${QT:-10}" nsenter --net="/run/netns/$1" bash -c "exec 3<>/dev/tcp/127.0.0.1/$WPORT && echo $2 >&3 && cat <&3"; }
 # field NAME LINE
 field() { sed -n "s/.* $1=\([0-9a-z:]*\).*/\1/p" <<<"$2"; }
 # The workload's pid as this (root) pid namespace sees it: the memwork whose data file is $1, in a pid namespace of
@@ -117,8 +117,9 @@ for mib in $SIZES; do
   json=$(nsenter --net=/run/netns/$SRC "$MIGRATE" --to 10.244.0.2:7070 --token-file "$B/token" --mode precopy --json \
     --work-dir "$B/src" --log-dir "$B/logs" "$WL" 2>"$B/migrate-$mib.err" | tail -n1) ||
     { echo "migrate failed ($mib MiB): $json; see $B/migrate-$mib.err and $B/logs" >&2; exit 1; }
-  after=$(query "$TGT" OPS)
-  status=$(query "$TGT" STATUS)
+  # Right after a lazy restore the writer still faults its pages in (criu lazy-pages): allow for that.
+  after=$(QT=300 query "$TGT" OPS)
+  status=$(QT=300 query "$TGT" STATUS)
   echo "[$mib MiB, migrating] $json; target: $after" >&2
   WL=$(workload_pid "$data")
   query "$TGT" QUIT >/dev/null 2>&1 || true

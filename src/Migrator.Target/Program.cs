@@ -126,7 +126,8 @@ root.SetAction(async (parse, ct) =>
         builder.Services.AddSingleton<AgentService>();
         builder.Services.AddSingleton<GrpcServer>();
 
-        var app = builder.Build();
+        // Disposed on the way out: the agent's migrations then wait for a lazy fill in progress (IncomingMigration).
+        await using var app = builder.Build();
         var server = app.Services.GetRequiredService<GrpcServer>();
         app.Services.GetRequiredService<AgentService>().MapTo(server);
         app.Run(server.HandleAsync);
@@ -153,4 +154,6 @@ root.SetAction(async (parse, ct) =>
     }
 });
 
-return await root.Parse(args).InvokeAsync();
+// SIGTERM cancels the agent, which then stops cleanly; a committed tree that criu lazy-pages is still filling keeps the
+// agent up to 5 minutes more (its store feeds those pages): the default 2 s grace would cut that short.
+return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromMinutes(6) });
