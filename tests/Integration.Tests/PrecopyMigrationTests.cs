@@ -69,6 +69,45 @@ public sealed class PrecopyMigrationTests(ITestOutputHelper output)
         Assert.DoesNotContain(" uw", File.ReadAllText($"/proc/{targetPid}/smaps").Split('\n').Where(l => l.StartsWith("VmFlags", StringComparison.Ordinal)).Select(l => l + " ").Aggregate("", string.Concat), StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// After a lazy restore the agent's store feeds the tree's memory until criu lazy-pages filled it: a SIGTERM then
+    /// must wait for the fill, not cut it (unfilled pages would read as zeros in the workload).
+    /// </summary>
+    [RequiresRootFact]
+    public async Task StoppingTheAgentDuringTheLazyFillWaitsForIt()
+    {
+        await using var hosts = await TestHosts.CreateAsync();
+        var token = hosts.NewToken();
+        await using var agent = await Agent.StartAsync(hosts, token);
+        await using var workload = await Workload.StartAsync(hosts, mib: 192, writeRate: 10, zeroPresent: true);
+
+        var (result, json) = await MigrateCommand.RunAsync(hosts, agent.Endpoint, token, workload.SinglePid());
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("lazy", json.GetProperty("restorePages").GetString());
+
+        // SIGTERM, as a service manager stops it.
+        using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", agent.Pid.ToString(CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync();
+            Assert.Equal(0, kill.ExitCode);
+        }
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(120);
+        while (!agent.HasExited && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(100);
+        }
+
+        output.WriteLine(agent.Output);
+        Assert.True(agent.HasExited, "the agent did not stop within 120 s of SIGTERM");
+        Assert.Contains("every lazy page filled", agent.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("lazy-pages failed", agent.Output, StringComparison.Ordinal);
+
+        // The workload outlives the agent, whole.
+        var status = await workload.StatusAsync(hosts.Target);
+        Assert.Equal("ok", status["verify"]);
+    }
+
     [RequiresRootFact]
     public async Task ColdModeStillAvailable()
     {

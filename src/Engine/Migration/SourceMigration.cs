@@ -296,6 +296,15 @@ public sealed partial class SourceMigration(
 
         // Decide from what is observed, not from what was hoped: is the source tree still there?
         bool sourceAlive = ProcessTree.IsAlive(pid);
+        if (committedAt != 0 && sourceAlive)
+        {
+            // The target copy runs (committed after every source task took SIGKILL): the source can only be dying.
+            // Never abort a committed target; make sure of the source instead.
+            LogSourceStillDying(pid);
+            KillFrozenTree(sourceTree);
+            sourceAlive = false;
+        }
+
         if (sourceAlive || !restoredOnTarget)
         {
             var reason = Describe(dumpFailure) ?? "source tree still running after the dump";
@@ -386,6 +395,9 @@ public sealed partial class SourceMigration(
 
         return true;
     }
+
+    [LoggerMessage(EventId = 217, Level = LogLevel.Warning, Message = "source pid {Pid} still visible after SIGKILL and CRIU's answer; killed again (the target copy is committed)")]
+    private partial void LogSourceStillDying(int pid);
 
     [LoggerMessage(EventId = 216, Level = LogLevel.Warning, Message = "could not kill source task {Pid} ({Error}); CRIU kills the tree and the commit waits for it")]
     private partial void LogKillFailed(int pid, string error);

@@ -27,6 +27,9 @@ public sealed class Agent : IAsyncDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>The agent's own pid (nsenter execs it).</summary>
+    public int Pid => _process.Pid;
+
     public static async Task<Agent> StartAsync(TestHosts hosts, string tokenFile, params string[] extraArgs)
     {
         var work = Path.Combine(hosts.Root, "agent-work");
