@@ -24,7 +24,7 @@ internal sealed class CriuSwrk : IAsyncDisposable
     /// Spawns are serialized so that the one inheritable descriptor (the child's socket end) is inherited
     /// only by the criu it is meant for, not by a process another thread starts at the same moment.
     /// </summary>
-    internal static readonly Lock SpawnLock = new();
+    private static readonly Lock s_spawnLock = new();
 
     private readonly Socket _socket;
     private readonly Process _process;
@@ -71,27 +71,14 @@ internal sealed class CriuSwrk : IAsyncDisposable
             };
             psi.ArgumentList.Add("swrk");
             psi.ArgumentList.Add(sv[1].ToString(System.Globalization.CultureInfo.InvariantCulture));
-            lock (SpawnLock)
+            try
             {
                 // The child's end must survive exec; ours stays close-on-exec.
-                Libc.fcntl(sv[1], Libc.F_SETFD, 0);
-                if (inheritFd >= 0)
-                {
-                    Libc.fcntl(inheritFd, Libc.F_SETFD, 0);
-                }
-
-                try
-                {
-                    process = Process.Start(psi) ?? throw new IOException($"could not start {criuPath}");
-                }
-                finally
-                {
-                    Libc.close(sv[1]);
-                    if (inheritFd >= 0)
-                    {
-                        Libc.fcntl(inheritFd, Libc.F_SETFD, Libc.FD_CLOEXEC);
-                    }
-                }
+                process = inheritFd >= 0 ? SpawnInheriting(psi, sv[1], inheritFd) : SpawnInheriting(psi, sv[1]);
+            }
+            finally
+            {
+                Libc.close(sv[1]);
             }
         }
         catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or IOException)
@@ -101,6 +88,34 @@ internal sealed class CriuSwrk : IAsyncDisposable
         }
 
         return new CriuSwrk(ours, process);
+    }
+
+    /// <summary>
+    /// Starts <paramref name="psi"/> with <paramref name="inherit"/> (close-on-exec descriptors) inherited under their
+    /// numbers. Spawns are serialized (one lock): the flag is cleared only for this spawn, so no other
+    /// child inherits them, and this child inherits no other spawn's.
+    /// </summary>
+    internal static Process SpawnInheriting(ProcessStartInfo psi, params ReadOnlySpan<int> inherit)
+    {
+        lock (s_spawnLock)
+        {
+            foreach (int fd in inherit)
+            {
+                Libc.fcntl(fd, Libc.F_SETFD, 0);
+            }
+
+            try
+            {
+                return Process.Start(psi) ?? throw new IOException($"could not start {psi.FileName}");
+            }
+            finally
+            {
+                foreach (int fd in inherit)
+                {
+                    Libc.fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
+                }
+            }
+        }
     }
 
     /// <summary>

@@ -67,19 +67,7 @@ public sealed class LazyPagesDaemon : IAsyncDisposable
         Process process;
         try
         {
-            // The swrk spawn lock: no other criu's inheritable descriptor may leak into this one, nor this one's into it.
-            lock (CriuSwrk.SpawnLock)
-            {
-                Native.Libc.fcntl(pageServerFd, Native.Libc.F_SETFD, 0);
-                try
-                {
-                    process = Process.Start(psi) ?? throw new IOException($"could not start {options.CriuPath}");
-                }
-                finally
-                {
-                    Native.Libc.fcntl(pageServerFd, Native.Libc.F_SETFD, Native.Libc.FD_CLOEXEC);
-                }
-            }
+            process = CriuSwrk.SpawnInheriting(psi, pageServerFd);
         }
         catch (System.ComponentModel.Win32Exception ex)
         {

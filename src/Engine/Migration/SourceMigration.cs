@@ -137,7 +137,7 @@ public sealed partial class SourceMigration(
                         if (lazyFinal)
                         {
                             // CRIU wrote metadata only: the last round is ours, read from the tree CRIU keeps frozen.
-                            var vpids = ProcessTree.Enumerate(pid).ToDictionary(ProcessMemory.VirtualPid, p => p);
+                            var vpids = sourceTree.ToDictionary(ProcessMemory.VirtualPid, p => p);
                             finalRound = await precopy!.SendFinalRoundAsync(pages, images, vpids, cutoverCts.Token).ConfigureAwait(false);
                             pageStats = await pages.FinishWithoutCriuAsync(cutoverCts.Token).ConfigureAwait(false);
                         }
@@ -384,23 +384,23 @@ public sealed partial class SourceMigration(
             return false;
         }
 
-        foreach (var task in tree)
+        try
         {
-            if (Native.Libc.kill(task, Native.Libc.SIGKILL) != 0 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() != Native.Libc.ESRCH)
-            {
-                LogKillFailed(task, Native.Libc.Describe(System.Runtime.InteropServices.Marshal.GetLastPInvokeError()));
-                return false;
-            }
+            ProcessTree.SignalAll(tree, Native.Libc.SIGKILL); // a task already gone is fine
+            return true;
         }
-
-        return true;
+        catch (IOException ex)
+        {
+            LogKillFailed(ex.Message);
+            return false;
+        }
     }
 
     [LoggerMessage(EventId = 217, Level = LogLevel.Warning, Message = "source pid {Pid} still visible after SIGKILL and CRIU's answer; killed again (the target copy is committed)")]
     private partial void LogSourceStillDying(int pid);
 
-    [LoggerMessage(EventId = 216, Level = LogLevel.Warning, Message = "could not kill source task {Pid} ({Error}); CRIU kills the tree and the commit waits for it")]
-    private partial void LogKillFailed(int pid, string error);
+    [LoggerMessage(EventId = 216, Level = LogLevel.Warning, Message = "could not kill the source tree ({Error}); CRIU kills it and the commit waits for it")]
+    private partial void LogKillFailed(string error);
 
     /// <summary>The page transport's failure, if it failed (it may take a moment to finish failing).</summary>
     private static async Task<string?> PageFailureAsync(IPageTransport pages)
