@@ -92,6 +92,12 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
             opts.TcpEstablished = true;
         }
 
+        if (spec.PageServerAddress is not null && spec.PageServerConnection is not null)
+        {
+            spec.PageServerConnection.Dispose();
+            throw new ArgumentException("a dump takes a page-server address or a connection, not both", nameof(spec));
+        }
+
         if (spec.PageServerAddress is not null)
         {
             opts.Ps = new CriuPageServerInfo { Address = spec.PageServerAddress, Port = spec.PageServerPort };
@@ -101,9 +107,16 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
         OwnedFd? lazyServerChildEnd = null;
         try
         {
+            if (spec.PageServerConnection is { } connection)
+            {
+                // CRIU's swrk takes an inherited, connected socket as its page-server connection (ps.fd): nothing
+                // listens, and nobody but this process's page server can feed or read it.
+                opts.Ps = new CriuPageServerInfo { Fd = checked((int)connection.Handle) };
+            }
+
             if (spec.LazyPages)
             {
-                if (spec.PageServerAddress is not null)
+                if (spec.PageServerConnection is not null || spec.PageServerAddress is not null)
                 {
                     throw new ArgumentException("a lazy dump writes no pages: it takes no page server", nameof(spec));
                 }
@@ -121,10 +134,13 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
             var req = new CriuReq { Type = CriuReqType.Dump, Opts = opts };
             LogDumpStarting(spec.Pid, spec.ImagesDir);
             await CallAsync("dump", req, Path.Combine(spec.WorkDir, spec.LogFile),
-                n => onNotify(n.Script ?? "", n.Pid), ct, inherit: lazyServerChildEnd).ConfigureAwait(false);
+                n => onNotify(n.Script ?? "", n.Pid), ct,
+                inherit: lazyServerChildEnd is not null ? (lazyServerChildEnd.Value, lazyServerChildEnd)
+                    : spec.PageServerConnection is { } c ? (checked((int)c.Handle), c) : null).ConfigureAwait(false);
         }
         finally
         {
+            spec.PageServerConnection?.Dispose();
             lazyServerChildEnd?.Dispose();
             lazyServer?.Dispose();
         }
@@ -201,10 +217,10 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
     };
 
     private async Task<CriuResp> CallAsync(string operation, CriuReq req, string? logPath,
-        Func<CriuNotify, Task<bool>>? onNotify, CancellationToken ct, bool requireSuccess = true, OwnedFd? inherit = null)
+        Func<CriuNotify, Task<bool>>? onNotify, CancellationToken ct, bool requireSuccess = true, (int Fd, IDisposable Owner)? inherit = null)
     {
-        await using var swrk = CriuSwrk.Start(Options.CriuPath, inherit?.Value ?? -1);
-        inherit?.Dispose(); // CRIU holds its copy now
+        await using var swrk = CriuSwrk.Start(Options.CriuPath, inherit?.Fd ?? -1);
+        inherit?.Owner.Dispose(); // CRIU holds its copy now
         CriuResp resp;
         try
         {

@@ -34,6 +34,13 @@ public sealed record DumpSpec
     public string? PageServerAddress { get; init; }
 
     public int PageServerPort { get; init; }
+
+    /// <summary>
+    /// Send pages over this connected stream socket instead (CRIU's --page-server with --ps-socket): one end of a
+    /// socket pair whose other end a page server in this process serves. No port is opened. The client hands it to
+    /// CRIU and disposes it, whatever happens.
+    /// </summary>
+    public System.Net.Sockets.Socket? PageServerConnection { get; init; }
 }
 
 /// <summary>What to restore and how.</summary>

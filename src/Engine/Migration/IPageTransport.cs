@@ -22,16 +22,18 @@ public sealed record PageTransferStats
 }
 
 /// <summary>
-/// Carries a dump's pages to the target while CRIU dumps: CRIU connects to <see cref="Address"/>:<see cref="Port"/>
-/// (its --page-server), and the pages travel on the migration's page stream into the target's page store.
-/// No page lands in a file on the source.
+/// Carries a dump's pages to the target while CRIU dumps: CRIU sends them on <see cref="TakeCriuConnection"/> (its
+/// --page-server over an inherited socket), and the pages travel on the migration's page stream into the target's page
+/// store. No page lands in a file on the source.
 /// </summary>
 public interface IPageTransport : IAsyncDisposable
 {
-    /// <summary>Where CRIU sends pages (loopback only).</summary>
-    string Address { get; }
-
-    int Port { get; }
+    /// <summary>
+    /// CRIU's end of the page-server connection: one end of a connected socket pair whose other end this transport
+    /// serves. Once only; the caller hands it to CRIU's dump (<see cref="Criu.DumpSpec.PageServerConnection"/>), which
+    /// closes it. If CRIU never gets it, disposing it is enough: the transport sees the peer gone.
+    /// </summary>
+    System.Net.Sockets.Socket TakeCriuConnection();
 
     /// <summary>
     /// Completes when CRIU's session ended and the target acknowledged every page as durable; throws with

@@ -271,8 +271,7 @@ public sealed partial class SourceMigration(
             ExtUnixSk = options.ExtUnixSk,
             LeaveRunning = options.DryRun,
             LazyPages = lazyFinal,
-            PageServerAddress = lazyFinal ? null : pages?.Address,
-            PageServerPort = lazyFinal ? 0 : pages?.Port ?? 0,
+            PageServerConnection = lazyFinal ? null : pages?.TakeCriuConnection(),
         };
 
         Exception? dumpFailure = null;

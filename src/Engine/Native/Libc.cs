@@ -65,6 +65,9 @@ internal sealed class OwnedFd : IDisposable
         return new OwnedFd(fd);
     }
 
+    /// <summary>Gives up ownership: the descriptor is someone else's to close now.</summary>
+    public void Release() => _fd = -1;
+
     public void Dispose()
     {
         int fd = Interlocked.Exchange(ref _fd, -1);
@@ -76,10 +79,32 @@ internal sealed class OwnedFd : IDisposable
 }
 
 /// <summary>Connected AF_UNIX stream socket pairs, for handing one end to a CRIU process.</summary>
-internal static class SocketPair
+public static class SocketPair
 {
+    /// <summary>
+    /// Both ends as sockets, close-on-exec. The second is for a CRIU process to inherit (the caller hands it over and
+    /// closes its own copy); the first stays here.
+    /// </summary>
+    public static (System.Net.Sockets.Socket Ours, System.Net.Sockets.Socket Theirs) Connected()
+    {
+        var (ours, theirs) = Stream();
+        int fd = theirs.Value;
+        try
+        {
+            var socket = new System.Net.Sockets.Socket(new System.Net.Sockets.SafeSocketHandle(fd, ownsHandle: true));
+            theirs.Release();
+            return (ours, socket);
+        }
+        catch
+        {
+            ours.Dispose();
+            theirs.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Both ends close-on-exec: whoever hands an end to a child clears that flag under the spawn lock.</summary>
-    public static unsafe (System.Net.Sockets.Socket Ours, OwnedFd Theirs) Stream()
+    internal static unsafe (System.Net.Sockets.Socket Ours, OwnedFd Theirs) Stream()
     {
         int* sv = stackalloc int[2];
         if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, sv) != 0)

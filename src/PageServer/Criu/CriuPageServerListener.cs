@@ -154,40 +154,7 @@ public sealed class CriuPageServerListener : IAsyncDisposable, IDisposable
 
         // CRIU waits for each small answer (OPEN2, PARENT, CLOSE) before it goes on: send them at once.
         connection.NoDelay = true;
-        var stream = new NetworkStream(connection, ownsSocket: true);
-        await using (stream.ConfigureAwait(false))
-        {
-            // Reads of up to one chunk, so a fast sender's pages reach the sink in large pieces.
-            var input = PipeReader.Create(stream, new StreamPipeReaderOptions(
-                bufferSize: _options.ChunkPages * PageFacts.PageSize + PageServerIov.Size, minimumReadSize: PageFacts.PageSize, leaveOpen: true));
-            var output = PipeWriter.Create(stream, new StreamPipeWriterOptions(leaveOpen: true));
-            try
-            {
-                return await session(new Duplex(input, output), linked.Token).ConfigureAwait(false);
-            }
-            finally
-            {
-                await input.CompleteAsync().ConfigureAwait(false);
-                try
-                {
-                    await output.CompleteAsync().ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is IOException or ObjectDisposedException)
-                {
-                    // Completing flushes what is left; the session has ended either way, and a peer that is gone
-                    // already has its outcome (it cannot be told more).
-                }
-
-                try
-                {
-                    connection.Shutdown(SocketShutdown.Both);
-                }
-                catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-                {
-                    // The peer may have closed first or Dispose closed it: shutting down is then moot.
-                }
-            }
-        }
+        return await CriuPageServerConnection.RunAsync(connection, _options, session, linked.Token).ConfigureAwait(false);
     }
 
     public async ValueTask DisposeAsync()
@@ -227,14 +194,23 @@ public sealed class CriuPageServerListener : IAsyncDisposable, IDisposable
 
         _stop.Cancel();
         _listenSocket.Dispose();
-        connection?.Dispose();
+        if (connection is not null)
+        {
+            try
+            {
+                // A FIN first: closing a socket with a receive still pending resets the connection, and the peer
+                // should see an orderly end.
+                connection.Shutdown(SocketShutdown.Both);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                // The session's own shutdown came first, or the peer is gone: closing is all that is left.
+            }
+
+            connection.Dispose();
+        }
+
         return serving;
     }
 
-    private sealed class Duplex(PipeReader input, PipeWriter output) : IDuplexPipe
-    {
-        public PipeReader Input { get; } = input;
-
-        public PipeWriter Output { get; } = output;
-    }
 }

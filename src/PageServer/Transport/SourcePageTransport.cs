@@ -1,4 +1,3 @@
-using System.Net;
 using Microsoft.Extensions.Logging;
 using Migration.Engine.Migration;
 using Migration.Engine.Security;
@@ -9,31 +8,37 @@ using Migration.PageServer.Streaming;
 namespace Migration.PageServer.Transport;
 
 /// <summary>
-/// The source side of page transfer: a page server on loopback that CRIU's dump connects to, and the page
-/// stream that carries what it receives to the target's store. Completion is CRIU's session ending with the
+/// The source side of page transfer: a page server on one end of a socket pair whose other end CRIU's dump inherits
+/// (no port), and the page stream that carries what it receives to the target's store. Completion is CRIU's session ending with the
 /// target's acknowledgement of the round (pages durable there) and the stream closed cleanly.
 /// </summary>
 public sealed partial class SourcePageTransport : IPageTransport
 {
-    private readonly CriuPageServerListener _listener;
+    private readonly System.Net.Sockets.Socket _criuSide;
+    private readonly System.Net.Sockets.Socket _ourSide;
+    private readonly ILogger _sessionLogger;
     private readonly PageStreamSender _sender;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _cts = new();
     private readonly CutoverSink _cutover;
     private readonly TaskCompletionSource _withoutCriu = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private SourcePageTransport(CriuPageServerListener listener, PageStreamSender sender, ILogger logger)
+    private int _criuTaken;
+
+    private SourcePageTransport(System.Net.Sockets.Socket ourSide, System.Net.Sockets.Socket criuSide, PageStreamSender sender, ILogger logger,
+        ILogger sessionLogger)
     {
-        _listener = listener;
+        _ourSide = ourSide;
+        _criuSide = criuSide;
+        _sessionLogger = sessionLogger;
         _sender = sender;
         _logger = logger;
         _cutover = new CutoverSink(sender);
         Completion = RunAsync();
     }
 
-    public string Address => _listener.LocalEndPoint.Address.ToString();
-
-    public int Port => _listener.Port;
+    public System.Net.Sockets.Socket TakeCriuConnection() =>
+        Interlocked.Exchange(ref _criuTaken, 1) == 0 ? _criuSide : throw new InvalidOperationException("CRIU's page-server connection was already taken");
 
     public Task<PageTransferStats> Completion { get; }
 
@@ -42,13 +47,10 @@ public sealed partial class SourcePageTransport : IPageTransport
     {
         var connection = await PageChannel.ConnectAsync(target, credentials, ct).ConfigureAwait(false);
         var sender = new PageStreamSender(connection, migrationId, codec);
-        CriuPageServerListener listener;
+        System.Net.Sockets.Socket ours, criuSide;
         try
         {
-            // Loopback only: whoever connects to this port feeds the migration's pages.
-            // CRIU connects only after pre-copy, which may take long: the migration's own bounds apply, not the accept timeout.
-            listener = CriuPageServerListener.Start(new IPEndPoint(IPAddress.Loopback, 0),
-                new CriuPageServerOptions { AcceptTimeout = TimeSpan.FromHours(2) }, loggers.CreateLogger<CriuPageServerListener>());
+            (ours, criuSide) = Engine.Native.SocketPair.Connected();
         }
         catch
         {
@@ -57,8 +59,8 @@ public sealed partial class SourcePageTransport : IPageTransport
         }
 
         var logger = loggers.CreateLogger<SourcePageTransport>();
-        LogStarted(logger, listener.Port, target.ToString());
-        return new SourcePageTransport(listener, sender, logger);
+        LogStarted(logger, target.ToString());
+        return new SourcePageTransport(ours, criuSide, sender, logger, loggers.CreateLogger<CriuPageServerSession>());
     }
 
     public PageTransferStats Snapshot() => ToStats(_sender.Stats);
@@ -164,7 +166,9 @@ public sealed partial class SourcePageTransport : IPageTransport
 
     private async Task<PageTransferStats> RunAsync()
     {
-        var serve = _listener.ServeAsync(_cutover, _cts.Token);
+        // CRIU's dump connects only after pre-copy, which may take long: the migration's own bounds apply.
+        using var session = CancellationTokenSource.CreateLinkedTokenSource(_cts.Token);
+        var serve = CriuPageServerConnection.ServeAsync(_ourSide, _cutover, new CriuPageServerOptions(), _sessionLogger, session.Token);
         if (await System.Threading.Tasks.Task.WhenAny(serve, _withoutCriu.Task).ConfigureAwait(false) == serve)
         {
             var result = await serve.ConfigureAwait(false);
@@ -176,15 +180,15 @@ public sealed partial class SourcePageTransport : IPageTransport
         }
         else
         {
-            // CRIU will not connect (lazy dump): stop listening; the engine's own rounds carried every page.
-            await _listener.DisposeAsync().ConfigureAwait(false);
+            // CRIU will not send pages (lazy dump): end the page server; the engine's own rounds carried every page.
+            await session.CancelAsync().ConfigureAwait(false);
             try
             {
                 var ignored = await serve.ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is OperationCanceledException or IOException or System.Net.Sockets.SocketException)
             {
-                // The session never began: stopping the listener ends it this way.
+                // The session never began: canceling it ends it this way.
             }
         }
 
@@ -212,7 +216,11 @@ public sealed partial class SourcePageTransport : IPageTransport
     public async ValueTask DisposeAsync()
     {
         _cts.Cancel();
-        await _listener.DisposeAsync().ConfigureAwait(false);
+        if (Interlocked.Exchange(ref _criuTaken, 1) == 0)
+        {
+            _criuSide.Dispose();
+        }
+
         try
         {
             await Completion.ConfigureAwait(false);
@@ -223,14 +231,15 @@ public sealed partial class SourcePageTransport : IPageTransport
         }
 
         await _sender.DisposeAsync().ConfigureAwait(false);
+        _ourSide.Dispose();
         _cts.Dispose();
     }
 
     [LoggerMessage(EventId = 952, Level = LogLevel.Information, Message = "final dump: {Clean} pages already on the target (not sent again), {Changed} pages sent")]
     private static partial void LogCutover(ILogger logger, long clean, long changed);
 
-    [LoggerMessage(EventId = 950, Level = LogLevel.Debug, Message = "page server for CRIU on 127.0.0.1:{Port}, streaming to {Target}")]
-    private static partial void LogStarted(ILogger logger, int port, string target);
+    [LoggerMessage(EventId = 950, Level = LogLevel.Debug, Message = "page server for CRIU on a socket pair (no port), streaming to {Target}")]
+    private static partial void LogStarted(ILogger logger, string target);
 
     [LoggerMessage(EventId = 951, Level = LogLevel.Information, Message = "page transfer complete: {Pages} pages ({Zero} zero), {Wire} bytes on the wire, ratio {Ratio:0.00}, {Ms:0} ms")]
     private static partial void LogCompleted(ILogger logger, ulong pages, ulong zero, ulong wire, double ratio, double ms);

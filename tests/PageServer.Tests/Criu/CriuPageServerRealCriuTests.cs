@@ -20,8 +20,11 @@ public sealed class CriuPageServerRealCriuTests(ITestOutputHelper output) : IDis
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    [RequiresRootFact]
-    public async Task CriuDump_SendsMemworksPagesToTheListener_NotToPagesImages()
+    /// <summary>Over TCP (CRIU connects to our listener) and over a socket pair whose end CRIU's swrk inherits (ps.fd).</summary>
+    [RequiresRootTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task CriuDump_SendsMemworksPagesToOurPageServer_NotToPagesImages(bool socketPair)
     {
         var images = Directory.CreateDirectory(Path.Combine(_dir, "images")).FullName;
         await using var memwork = await Within.Await(
@@ -33,17 +36,28 @@ public sealed class CriuPageServerRealCriuTests(ITestOutputHelper output) : IDis
         await using var listener = CriuPageServerListener.Start(new IPEndPoint(IPAddress.Loopback, 0));
         var sink = new RecordingPageSink { KeepPages = true };
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        var serving = listener.ServeAsync(sink, cts.Token);
         var criu = new CriuClient(new CriuOptions(), NullLogger<CriuClient>.Instance);
-        var spec = new DumpSpec
+        Task<PageServerResult> serving;
+        DumpSpec spec;
+        if (socketPair)
         {
-            Pid = memwork.Pid,
-            ImagesDir = images,
-            WorkDir = _dir,
-            LeaveRunning = true,
-            PageServerAddress = "127.0.0.1",
-            PageServerPort = listener.Port,
-        };
+            var (ours, theirs) = Migration.Engine.Native.SocketPair.Connected();
+            serving = CriuPageServerConnection.ServeAsync(ours, sink, ct: cts.Token);
+            spec = new DumpSpec { Pid = memwork.Pid, ImagesDir = images, WorkDir = _dir, LeaveRunning = true, PageServerConnection = theirs };
+        }
+        else
+        {
+            serving = listener.ServeAsync(sink, cts.Token);
+            spec = new DumpSpec
+            {
+                Pid = memwork.Pid,
+                ImagesDir = images,
+                WorkDir = _dir,
+                LeaveRunning = true,
+                PageServerAddress = "127.0.0.1",
+                PageServerPort = listener.Port,
+            };
+        }
 
         CriuException? dumpFailed = null;
         try
@@ -96,6 +110,13 @@ public sealed class CriuPageServerRealCriuTests(ITestOutputHelper output) : IDis
 
         // The pages came to us: CRIU wrote no pages image of its own.
         Assert.Empty(Directory.GetFiles(images, "pages-*.img"));
+        if (socketPair)
+        {
+            // Over the inherited socket: CRIU says so, and never connected anywhere.
+            var log = await File.ReadAllTextAsync(Path.Combine(_dir, spec.LogFile));
+            Assert.Contains("Reusing ps socket", log, StringComparison.Ordinal);
+        }
+
         Assert.True(memwork.ResidentBytes() > 0, "memwork should still run (--leave-running)");
     }
 }
