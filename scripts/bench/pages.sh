@@ -5,18 +5,22 @@
 # a third text-like, a third random (--mix --zero-present), as init of its own pid namespace.
 # For each link, loopback and a veth limited to RATE (default 1gbit) with tc tbf:
 #   (a) CRIU:  criu page-server on the target + criu dump --page-server --leave-running on the source
-#   (b) ours:  migrate --mode cold --dry-run: CRIU dumps to our page server on the source, pages cross on our
-#              stream (zero pages elided, LZ4, CRC-32C, TLS on the veth) into the agent's page store,
-#              acknowledged durable; then discarded there. The workload keeps running in both.
+#   (b) ours:  migrate --mode cold --dry-run: CRIU dumps to our page server on the source (over a socket pair, no
+#              port), pages cross on our stream (zero pages elided, LZ4, CRC-32C, TLS on the veth) into the agent's
+#              page store, acknowledged durable; then discarded there. The workload keeps running in both.
 # Reported per run: wall time of the memory move (a: the criu dump command; b: freeze to post-dump,
 # which ends only after the target acknowledged every page durable), bytes on the link (interface
 # counters, both directions, headers included), CPU seconds of every process involved (both sides).
-# Then ours/CRIU ratios. Nothing here is a test: it measures. Run as root; takes a few minutes.
+# Then ours/CRIU ratios. REPS (default 3) alternating runs of each per link, each after the same SETTLE seconds
+# (default 3) of quiet; the table gives the medians and every run. Nothing here is a test: it measures.
+# Run as root; takes a few minutes.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 MIB=${MIB:-1024}
 RATE=${RATE:-1gbit}
 LINKS=${LINKS:-"loopback veth"}
+REPS=${REPS:-3}
+SETTLE=${SETTLE:-3}
 SRC=bench-src TGT=bench-tgt
 B=/tmp/migrate-bench
 CRIU=$(command -v criu || echo /opt/migrate/criu/sbin/criu)
@@ -68,6 +72,54 @@ for _ in $(seq 600); do
 done
 echo "workload pid $PID, resident $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/"$PID"/status)" >&2
 
+# One measured run of each kind; each prints "wall_s link_bytes cpu_s".
+run_criu() {
+  rm -rf "$B/ps" "$B/dumpA"
+  mkdir -p "$B/ps" "$B/dumpA"
+  on "$TNS" /usr/bin/time -f "%e %U %S" -o "$B/time-ps" "$CRIU" page-server -D "$B/ps" --address "$ADDR" --port 7100 -o ps.log -v2 &
+  local pspid=$!
+  sleep 0.5
+  local before after
+  before=$(link_bytes "$DEVNS" "$DEV")
+  on "$SRC" /usr/bin/time -f "%e %U %S" -o "$B/time-dump" "$CRIU" dump -t "$PID" -D "$B/dumpA" -o dump.log -v2 \
+    --page-server --address "$ADDR" --port 7100 --leave-running
+  wait "$pspid"
+  after=$(link_bytes "$DEVNS" "$DEV")
+  local a_wall a_u a_s p_u p_s
+  read -r a_wall a_u a_s <"$B/time-dump"
+  read -r _ p_u p_s <"$B/time-ps"
+  rm -rf "$B/ps" "$B/dumpA"
+  echo "$a_wall $((after - before)) $(python3 -c "print(round($a_u + $a_s + $p_u + $p_s, 2))")"
+}
+
+run_ours() {
+  # nsenter execs the agent, so $! is the agent itself (through a shell function it would be a subshell).
+  nsenter --net="/run/netns/$TNS" "$AGENTBIN" --listen "$ADDR:7070" --token-file "$B/token" --work-dir "$B/agent" --log-dir "$B/logs" \
+    >"$B/agent-$link.out" 2>&1 &
+  AGENT=$!
+  for _ in $(seq 100); do grep -q "listening on" "$B/agent-$link.out" && break; sleep 0.1; done
+  local agent_before agent_after before after
+  agent_before=$(cpu_ticks "$AGENT")
+  before=$(link_bytes "$DEVNS" "$DEV")
+  on "$SRC" /usr/bin/time -f "%e %U %S" -o "$B/time-migrate" "$MIGRATE" --to "$ADDR:7070" --token-file "$B/token" \
+    --mode cold --dry-run --json --work-dir "$B/src" --log-dir "$B/logs" "$PID" >"$B/ours-$link.json"
+  after=$(link_bytes "$DEVNS" "$DEV")
+  agent_after=$(cpu_ticks "$AGENT")
+  kill "$AGENT"; wait "$AGENT" 2>/dev/null || true
+  AGENT=
+  local m_u m_s b_json
+  read -r _ m_u m_s <"$B/time-migrate"
+  b_json=$(tail -n1 "$B/ours-$link.json")
+  echo "ours json: $b_json" >&2
+  echo "$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['dumpMs'] / 1000, 3))" "$b_json") $((after - before)) \
+$(python3 -c "print(round($m_u + $m_s + ($agent_after - $agent_before) / $hz, 2))")"
+}
+
+# Before every measured run: the same settling time, so that both start from the same machine state. (On a VM with
+# free-page reporting, memory freed by the previous run goes back to the host within seconds, and touching fresh
+# memory, page cache included, then costs several times more: whichever run comes right after a free would be favored.)
+settle() { sync; sleep "$SETTLE"; }
+
 results=()
 for link in $LINKS; do
   if [ "$link" = loopback ]; then
@@ -78,56 +130,33 @@ for link in $LINKS; do
     on "$SRC" tc qdisc replace dev bsrc0 root tbf rate "$RATE" burst 256k latency 50ms
   fi
 
-  # (a) CRIU's own page server.
-  rm -rf "$B/ps" "$B/dumpA"
-  mkdir -p "$B/ps" "$B/dumpA"
-  on "$TNS" /usr/bin/time -f "%e %U %S" -o "$B/time-ps" "$CRIU" page-server -D "$B/ps" --address "$ADDR" --port 7100 -o ps.log -v2 &
-  PSPID=$!
-  sleep 0.5
-  before=$(link_bytes "$DEVNS" "$DEV")
-  on "$SRC" /usr/bin/time -f "%e %U %S" -o "$B/time-dump" "$CRIU" dump -t "$PID" -D "$B/dumpA" -o dump.log -v2 \
-    --page-server --address "$ADDR" --port 7100 --leave-running
-  wait "$PSPID"
-  after=$(link_bytes "$DEVNS" "$DEV")
-  read -r a_wall a_u a_s <"$B/time-dump"
-  read -r _ p_u p_s <"$B/time-ps"
-  a_bytes=$((after - before))
-  a_cpu=$(python3 -c "print(round($a_u + $a_s + $p_u + $p_s, 2))")
-  rm -rf "$B/ps" "$B/dumpA"
-
-  # (b) ours.
-  # nsenter execs the agent, so $! is the agent itself (through a shell function it would be a subshell).
-  nsenter --net="/run/netns/$TNS" "$AGENTBIN" --listen "$ADDR:7070" --token-file "$B/token" --work-dir "$B/agent" --log-dir "$B/logs" \
-    >"$B/agent-$link.out" 2>&1 &
-  AGENT=$!
-  for _ in $(seq 100); do grep -q "listening on" "$B/agent-$link.out" && break; sleep 0.1; done
-  agent_before=$(cpu_ticks "$AGENT")
-  before=$(link_bytes "$DEVNS" "$DEV")
-  on "$SRC" /usr/bin/time -f "%e %U %S" -o "$B/time-migrate" "$MIGRATE" --to "$ADDR:7070" --token-file "$B/token" \
-    --mode cold --dry-run --json --work-dir "$B/src" --log-dir "$B/logs" "$PID" >"$B/ours-$link.json"
-  after=$(link_bytes "$DEVNS" "$DEV")
-  agent_after=$(cpu_ticks "$AGENT")
-  kill "$AGENT"; wait "$AGENT" 2>/dev/null || true
-  AGENT=
-  read -r _ m_u m_s <"$B/time-migrate"
-  b_json=$(tail -n1 "$B/ours-$link.json")
-  b_wall=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['dumpMs'] / 1000, 3))" "$b_json")
-  b_bytes=$((after - before))
-  b_cpu=$(python3 -c "print(round($m_u + $m_s + ($agent_after - $agent_before) / $hz, 2))")
-  results+=("$link $a_wall $a_bytes $a_cpu $b_wall $b_bytes $b_cpu")
-  echo "[$link] criu: ${a_wall}s ${a_bytes}B ${a_cpu}cpu-s; ours: ${b_wall}s ${b_bytes}B ${b_cpu}cpu-s; $b_json" >&2
+  # Alternate the two, REPS times each, so that drift in the machine's state hits both alike.
+  for rep in $(seq "$REPS"); do
+    settle
+    read -r a_wall a_bytes a_cpu < <(run_criu)
+    settle
+    read -r b_wall b_bytes b_cpu < <(run_ours)
+    results+=("$link $rep $a_wall $a_bytes $a_cpu $b_wall $b_bytes $b_cpu")
+    echo "[$link run $rep] criu: ${a_wall}s ${a_bytes}B ${a_cpu}cpu-s; ours: ${b_wall}s ${b_bytes}B ${b_cpu}cpu-s" >&2
+  done
 done
 
 echo
 echo "Page transfer, memwork ${MIB} MiB (1/3 zero, 1/3 text, 1/3 random, all resident); link limit on veth: $RATE"
-printf '%-9s | %-24s | %-24s | %-26s\n' "link" "wall s (criu/ours/ratio)" "MiB on link (criu/ours)" "CPU s (criu/ours/ratio)"
-printf '%s\n' "----------|--------------------------|--------------------------|---------------------------"
-for r in "${results[@]}"; do
-  read -r link a_wall a_bytes a_cpu b_wall b_bytes b_cpu <<<"$r"
-  python3 - "$link" "$a_wall" "$a_bytes" "$a_cpu" "$b_wall" "$b_bytes" "$b_cpu" <<'PY'
-import sys
-link, aw, ab, ac, bw, bb, bc = sys.argv[1], *map(float, sys.argv[2:])
-print(f"{link:<9} | {aw:6.2f} / {bw:6.2f} / {aw/bw:4.2f}x  | {ab/2**20:8.1f} / {bb/2**20:8.1f}     | {ac:6.2f} / {bc:6.2f} / {bc/ac if ac else 0:4.2f}x")
-PY
-done
+echo "$REPS alternating runs of each per link, ${SETTLE}s settle before each; the medians, then every run"
+printf '%s\n' "${results[@]}" | python3 -c '
+import sys, statistics
+rows = [l.split() for l in sys.stdin if l.strip()]
+def line(label, aw, ab, ac, bw, bb, bc):
+    return f"{label:<13} | {aw:6.2f} / {bw:6.2f} / {aw/bw:4.2f}x  | {ab/2**20:8.1f} / {bb/2**20:8.1f}     | {ac:6.2f} / {bc:6.2f} / {bc/ac if ac else 0:4.2f}x"
+print(f"{\"link\":<13} | {\"wall s (criu/ours/ratio)\":<24} | {\"MiB on link (criu/ours)\":<24} | CPU s (criu/ours/ratio)")
+print("--------------|--------------------------|--------------------------|---------------------------")
+links = list(dict.fromkeys(r[0] for r in rows))
+for link in links:
+    rs = [list(map(float, r[2:])) for r in rows if r[0] == link]
+    med = [statistics.median(c) for c in zip(*rs)]
+    print(line(link + " median", *med))
+for r in rows:
+    print(line(f"{r[0]} #{r[1]}", *map(float, r[2:])))
+'
 echo "(ratio wall = criu/ours: >1 means ours is faster; ratio CPU = ours/criu. Ours pays for compression and TLS.)"
