@@ -148,9 +148,9 @@ printf '%s\n' "${results[@]}" | python3 -c '
 import sys, statistics
 rows = [l.split() for l in sys.stdin if l.strip()]
 def line(label, aw, ab, ac, bw, bb, bc):
-    return f"{label:<13} | {aw:6.2f} / {bw:6.2f} / {aw/bw:4.2f}x  | {ab/2**20:8.1f} / {bb/2**20:8.1f}     | {ac:6.2f} / {bc:6.2f} / {bc/ac if ac else 0:4.2f}x"
-print(f"{\"link\":<13} | {\"wall s (criu/ours/ratio)\":<24} | {\"MiB on link (criu/ours)\":<24} | CPU s (criu/ours/ratio)")
-print("--------------|--------------------------|--------------------------|---------------------------")
+    return f"{label:<15} | {aw:6.2f} / {bw:6.2f} / {aw/bw:4.2f}x  | {ab/2**20:8.1f} / {bb/2**20:8.1f}     | {ac:6.2f} / {bc:6.2f} / {bc/ac if ac else 0:4.2f}x"
+print("%-15s | %-24s | %-24s | %s" % ("link", "wall s (criu/ours/ratio)", "MiB on link (criu/ours)", "CPU s (criu/ours/ratio)"))
+print("----------------|--------------------------|--------------------------|---------------------------")
 links = list(dict.fromkeys(r[0] for r in rows))
 for link in links:
     rs = [list(map(float, r[2:])) for r in rows if r[0] == link]
