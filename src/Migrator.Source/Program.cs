@@ -121,8 +121,15 @@ root.SetAction(async (parse, ct) =>
                 _ => !endpoint.IsLoopback,
             };
             var codec = new Migration.PageServer.Streaming.PageFrameWriterOptions(disableCompression: !compression);
+
+            // Compiles the page path while the preflight runs, so that it is not compiled inside the freeze.
+            var warmup = WarmUpAsync(options.WorkRoot, ct);
             var migration = new SourceMigration(criu, target, options, loggers.CreateLogger<SourceMigration>(), TimeProvider.System,
-                (begun, c) => SourcePageTransport.StartAsync(endpoint with { Port = begun.PagePort }, credentials, begun.Id, loggers, c, codec));
+                async (begun, c) =>
+                {
+                    await Task.WhenAny(warmup, Task.Delay(TimeSpan.FromSeconds(5), c));
+                    return await SourcePageTransport.StartAsync(endpoint with { Port = begun.PagePort }, credentials, begun.Id, loggers, c, codec);
+                });
             var progress = new SyncProgress(p => Console.Error.WriteLine($"[{p.Phase.ToString().ToLowerInvariant()}] {p.Message}"));
             Log.Information("migrating pid {Pid} to {Target} ({Mode}), log {LogPath}", pid, endpoint.ToString(), options.Mode, logPath);
             MigrationResult r;
@@ -248,6 +255,26 @@ static int Fail(bool asJson, int code, string phase, WorkloadOutcome outcome, st
     }
 
     return code;
+}
+
+static async Task WarmUpAsync(string workRoot, CancellationToken ct)
+{
+    if (Environment.GetEnvironmentVariable("MIGRATE_PAGE_WARMUP") == "0")
+    {
+        return; // for measuring what it saves
+    }
+
+    try
+    {
+        var took = await Migration.PageServer.PageWarmup.RunAsync(workRoot, ct);
+        Log.Debug("page path warmed up in {Ms:0} ms", took.TotalMilliseconds);
+    }
+    catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidOperationException or OperationCanceledException
+        or System.Net.Sockets.SocketException)
+    {
+        // Only speed is at stake: the migration's first pages then compile it.
+        Log.Debug("page path warm-up failed (the migration is not affected): {Message}", ex.Message);
+    }
 }
 
 /// <summary>Progress reported on the caller's thread (Progress&lt;T&gt; would post to the thread pool and reorder lines).</summary>

@@ -46,6 +46,14 @@ public sealed partial class SourcePageTransport : IPageTransport
         ILoggerFactory loggers, CancellationToken ct, PageFrameWriterOptions? codec = null)
     {
         var connection = await PageChannel.ConnectAsync(target, credentials, ct).ConfigureAwait(false);
+        var transport = await OverAsync(connection, migrationId, loggers, codec).ConfigureAwait(false);
+        LogStarted(transport._logger, target.ToString());
+        return transport;
+    }
+
+    /// <summary>The transport over a page-stream connection that is already open and authenticated (it is the transport's now).</summary>
+    internal static async Task<SourcePageTransport> OverAsync(Stream connection, string migrationId, ILoggerFactory loggers, PageFrameWriterOptions? codec)
+    {
         var sender = new PageStreamSender(connection, migrationId, codec);
         System.Net.Sockets.Socket ours, criuSide;
         try
@@ -58,9 +66,7 @@ public sealed partial class SourcePageTransport : IPageTransport
             throw;
         }
 
-        var logger = loggers.CreateLogger<SourcePageTransport>();
-        LogStarted(logger, target.ToString());
-        return new SourcePageTransport(ours, criuSide, sender, logger, loggers.CreateLogger<CriuPageServerSession>());
+        return new SourcePageTransport(ours, criuSide, sender, loggers.CreateLogger<SourcePageTransport>(), loggers.CreateLogger<CriuPageServerSession>());
     }
 
     public PageTransferStats Snapshot() => ToStats(_sender.Stats);
