@@ -115,9 +115,10 @@ run_ours() {
 $(python3 -c "print(round($m_u + $m_s + ($agent_after - $agent_before) / $hz, 2))")"
 }
 
-# Before every measured run: the same settling time, so that both start from the same machine state. (On a VM with
-# free-page reporting, memory freed by the previous run goes back to the host within seconds, and touching fresh
-# memory, page cache included, then costs several times more: whichever run comes right after a free would be favored.)
+# Before every measured run: the same settling time (dirty pages written back, the machine quiet), and the two kinds
+# alternate, so that drift in the machine's state hits both alike. Single runs vary a lot on this VM: writing 700 MiB
+# into the page cache took 0.27-2.06 s with dd at different moments (its virtio-balloon reports free pages to the host,
+# and memory handed back costs more on its next touch: a suspected cause, not a measured one). Read the medians.
 settle() { sync; sleep "$SETTLE"; }
 
 results=()
