@@ -10,9 +10,11 @@
 #              page store, acknowledged durable; then discarded there. The workload keeps running in both.
 # Reported per run: wall time of the memory move (a: the criu dump command; b: freeze to post-dump,
 # which ends only after the target acknowledged every page durable), bytes on the link (interface
-# counters, both directions, headers included), CPU seconds of every process involved (both sides).
+# counters, both directions, headers included), CPU seconds of every process involved (both sides; for ours the whole
+# migrate process, start-up, preflight and warm-up included, and the agent from just before it to just after).
 # Then ours/CRIU ratios. REPS (default 3) alternating runs of each per link, each after the same SETTLE seconds
-# (default 3) of quiet; the table gives the medians and every run. Nothing here is a test: it measures.
+# (default 3) of quiet (the agent is already up by then, as a daemon would be; CRIU's page server likewise starts
+# before its dump); the table gives the medians and every run. Nothing here is a test: it measures.
 # Run as root; takes a few minutes.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -92,12 +94,17 @@ run_criu() {
   echo "$a_wall $((after - before)) $(python3 -c "print(round($a_u + $a_s + $p_u + $p_s, 2))")"
 }
 
-run_ours() {
+# The agent is a daemon that is up before a migration comes: it starts before the settle, like CRIU's page server
+# starts before its dump, so that neither side's start-up sits between the settle and the measured window.
+start_agent() {
   # nsenter execs the agent, so $! is the agent itself (through a shell function it would be a subshell).
   nsenter --net="/run/netns/$TNS" "$AGENTBIN" --listen "$ADDR:7070" --token-file "$B/token" --work-dir "$B/agent" --log-dir "$B/logs" \
     >"$B/agent-$link.out" 2>&1 &
   AGENT=$!
   for _ in $(seq 100); do grep -q "listening on" "$B/agent-$link.out" && break; sleep 0.1; done
+}
+
+run_ours() {
   local agent_before agent_after before after
   agent_before=$(cpu_ticks "$AGENT")
   before=$(link_bytes "$DEVNS" "$DEV")
@@ -105,8 +112,6 @@ run_ours() {
     --mode cold --dry-run --json --work-dir "$B/src" --log-dir "$B/logs" "$PID" >"$B/ours-$link.json"
   after=$(link_bytes "$DEVNS" "$DEV")
   agent_after=$(cpu_ticks "$AGENT")
-  kill "$AGENT"; wait "$AGENT" 2>/dev/null || true
-  AGENT=
   local m_u m_s b_json
   read -r _ m_u m_s <"$B/time-migrate"
   b_json=$(tail -n1 "$B/ours-$link.json")
@@ -135,8 +140,11 @@ for link in $LINKS; do
   for rep in $(seq "$REPS"); do
     settle
     read -r a_wall a_bytes a_cpu < <(run_criu)
+    start_agent
     settle
     read -r b_wall b_bytes b_cpu < <(run_ours)
+    kill "$AGENT"; wait "$AGENT" 2>/dev/null || true
+    AGENT=
     results+=("$link $rep $a_wall $a_bytes $a_cpu $b_wall $b_bytes $b_cpu")
     echo "[$link run $rep] criu: ${a_wall}s ${a_bytes}B ${a_cpu}cpu-s; ours: ${b_wall}s ${b_bytes}B ${b_cpu}cpu-s" >&2
   done
