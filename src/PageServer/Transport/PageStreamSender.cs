@@ -20,8 +20,11 @@ namespace Migration.PageServer.Transport;
 /// </summary>
 public sealed class PageStreamSender : IPageSink, IAsyncDisposable
 {
-    /// <summary>Encoded bytes buffered ahead of the link: a few batches, so compression never waits on one send.</summary>
-    public const long PauseWriterBytes = 8 << 20;
+    /// <summary>
+    /// Encoded bytes buffered ahead of the link: two batches, so compression never waits on one send. More only spreads
+    /// the copies over memory that has left the cache (see <see cref="PageStreamReceiver.ReadAheadBytes"/>).
+    /// </summary>
+    public const long PauseWriterBytes = 2 << 20;
 
     /// <summary>Runs queued for the encoder (each up to 1 MiB): enough that CRIU's reads never wait on one batch's compression.</summary>
     public const int QueuedRuns = 8;
