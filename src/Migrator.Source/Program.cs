@@ -123,7 +123,7 @@ root.SetAction(async (parse, ct) =>
             var codec = new Migration.PageServer.Streaming.PageFrameWriterOptions(disableCompression: !compression);
 
             // Compiles the page path while the preflight runs, so that it is not compiled inside the freeze.
-            var warmup = WarmUpAsync(options.WorkRoot, ct);
+            var warmup = Migration.PageServer.PageWarmup.TryRunAsync(options.WorkRoot, loggers.CreateLogger("Migration.PageServer.PageWarmup"), ct);
             var migration = new SourceMigration(criu, target, options, loggers.CreateLogger<SourceMigration>(), TimeProvider.System,
                 async (begun, c) =>
                 {
@@ -257,25 +257,6 @@ static int Fail(bool asJson, int code, string phase, WorkloadOutcome outcome, st
     return code;
 }
 
-static async Task WarmUpAsync(string workRoot, CancellationToken ct)
-{
-    if (Environment.GetEnvironmentVariable("MIGRATE_PAGE_WARMUP") == "0")
-    {
-        return; // for measuring what it saves
-    }
-
-    try
-    {
-        var took = await Migration.PageServer.PageWarmup.RunAsync(workRoot, ct);
-        Log.Debug("page path warmed up in {Ms:0} ms", took.TotalMilliseconds);
-    }
-    catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidOperationException or OperationCanceledException
-        or System.Net.Sockets.SocketException)
-    {
-        // Only speed is at stake: the migration's first pages then compile it.
-        Log.Debug("page path warm-up failed (the migration is not affected): {Message}", ex.Message);
-    }
-}
 
 /// <summary>Progress reported on the caller's thread (Progress&lt;T&gt; would post to the thread pool and reorder lines).</summary>
 internal sealed class SyncProgress(Action<MigrationProgress> report) : IProgress<MigrationProgress>

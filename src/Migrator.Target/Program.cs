@@ -141,7 +141,8 @@ root.SetAction(async (parse, ct) =>
         }
 
         // Compiles the page path now rather than in the first migration's frozen page transfer.
-        var warmup = WarmUpAsync(options.WorkRoot, ct);
+        var warmup = Migration.PageServer.PageWarmup.TryRunAsync(options.WorkRoot,
+            app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Migration.PageServer.PageWarmup"), ct);
 
         await app.WaitForShutdownAsync(ct);
         await warmup;
@@ -158,25 +159,6 @@ root.SetAction(async (parse, ct) =>
     }
 });
 
-static async Task WarmUpAsync(string workRoot, CancellationToken ct)
-{
-    if (Environment.GetEnvironmentVariable("MIGRATE_PAGE_WARMUP") == "0")
-    {
-        return; // for measuring what it saves
-    }
-
-    try
-    {
-        var took = await Migration.PageServer.PageWarmup.RunAsync(workRoot, ct);
-        Log.Debug("page path warmed up in {Ms:0} ms", took.TotalMilliseconds);
-    }
-    catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidOperationException or OperationCanceledException
-        or System.Net.Sockets.SocketException)
-    {
-        // Only speed is at stake: a migration's first pages then compile it.
-        Log.Warning("page path warm-up failed (migrations are not affected): {Message}", ex.Message);
-    }
-}
 
 // SIGTERM cancels the agent, which then stops cleanly; a committed tree that criu lazy-pages is still filling keeps the
 // agent up to 5 minutes more (its store feeds those pages): the default 2 s grace would cut that short.

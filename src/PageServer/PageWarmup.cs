@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Migration.Engine.Images;
 using Migration.PageServer.Criu;
@@ -21,10 +22,35 @@ namespace Migration.PageServer;
 /// frozen page transfer, on the cores the transfer needs. The agent runs it at start, <c>migrate</c> while its
 /// preflight runs; both are outside any freeze.
 /// </remarks>
-public static class PageWarmup
+public static partial class PageWarmup
 {
+    /// <summary>Set to 0, the warm-up is skipped (for measuring what it saves).</summary>
+    public const string SwitchVariable = "MIGRATE_PAGE_WARMUP";
     private const int Pages = 48;
     private const ulong Vaddr = 0x7f00_0000_0000;
+
+    /// <summary>
+    /// Runs it (unless <see cref="SwitchVariable"/> is 0) and logs how it went. Never throws for a failure: only speed is
+    /// at stake, and a migration's first pages then compile the path.
+    /// </summary>
+    public static async Task TryRunAsync(string parent, ILogger logger, CancellationToken ct)
+    {
+        if (Environment.GetEnvironmentVariable(SwitchVariable) == "0")
+        {
+            return;
+        }
+
+        try
+        {
+            var took = await RunAsync(parent, ct).ConfigureAwait(false);
+            LogWarmedUp(logger, took.TotalMilliseconds);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidOperationException or OperationCanceledException
+            or SocketException)
+        {
+            LogFailed(logger, ex.Message);
+        }
+    }
 
     /// <summary>Runs it in a scratch directory under <paramref name="parent"/>; returns how long it took.</summary>
     public static async Task<TimeSpan> RunAsync(string parent, CancellationToken ct)
@@ -123,4 +149,10 @@ public static class PageWarmup
         await criu.WriteAsync(message.AsMemory(0, PageServerIov.Size), ct).ConfigureAwait(false);
         await criu.ReadExactlyAsync(new byte[sizeof(int)], ct).ConfigureAwait(false);
     }
+
+    [LoggerMessage(EventId = 960, Level = LogLevel.Debug, Message = "page path warmed up in {Ms:0} ms")]
+    private static partial void LogWarmedUp(ILogger logger, double ms);
+
+    [LoggerMessage(EventId = 961, Level = LogLevel.Warning, Message = "page path warm-up failed (migrations are not affected): {Message}")]
+    private static partial void LogFailed(ILogger logger, string message);
 }
