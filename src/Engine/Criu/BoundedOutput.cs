@@ -10,6 +10,15 @@ internal sealed class BoundedOutput(int limit)
 {
     private readonly StringBuilder _text = new();
 
+    /// <summary>Collects <paramref name="process"/>'s stdout and stderr lines (both redirected) from now on.</summary>
+    public void Capture(System.Diagnostics.Process process)
+    {
+        process.OutputDataReceived += (_, e) => Append(e.Data);
+        process.ErrorDataReceived += (_, e) => Append(e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+    }
+
     public void Append(string? line)
     {
         if (line is null)

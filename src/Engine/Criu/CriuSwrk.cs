@@ -35,10 +35,7 @@ internal sealed class CriuSwrk : IAsyncDisposable
     {
         _socket = socket;
         _process = process;
-        _process.OutputDataReceived += (_, e) => _output.Append(e.Data);
-        _process.ErrorDataReceived += (_, e) => _output.Append(e.Data);
-        _process.BeginOutputReadLine();
-        _process.BeginErrorReadLine();
+        _output.Capture(_process);
     }
 
     public int Pid => _process.Id;

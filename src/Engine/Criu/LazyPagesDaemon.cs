@@ -20,10 +20,7 @@ public sealed class LazyPagesDaemon : IAsyncDisposable
     {
         _process = process;
         LogPath = logPath;
-        _process.OutputDataReceived += (_, e) => _output.Append(e.Data);
-        _process.ErrorDataReceived += (_, e) => _output.Append(e.Data);
-        _process.BeginOutputReadLine();
-        _process.BeginErrorReadLine();
+        _output.Capture(_process);
         Exited = WaitAsync();
     }
 
