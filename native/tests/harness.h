@@ -290,4 +290,12 @@ static inline int count_uw_vmas(pid_t pid)
 	return count_uw_vmas_of(pid, pid);
 }
 
+/* After detach: no userfaultfd in the task, no VMA flagged uw. */
+static inline int expect_no_trace(pid_t pid)
+{
+	CHECK(!has_uffd_fd(pid), "pid %d still holds a userfaultfd", pid);
+	CHECK(count_uw_vmas(pid) == 0, "pid %d still has %d VMAs with VmFlags uw", pid, count_uw_vmas(pid));
+	return 0;
+}
+
 #endif /* MIGRATE_TRACK_HARNESS_H */

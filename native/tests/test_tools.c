@@ -399,9 +399,9 @@ static int test_track_pid_reports_writes(void)
 		fprintf(stderr, "    FAILED: %lu pages reported for %ld written\n", pages, written);
 		goto out;
 	}
-	CHECK(!has_uffd_fd(m.pid), "memwork still holds a userfaultfd");
-	CHECK(count_uw_vmas(m.pid) == 0, "memwork still has %d VMAs with VmFlags uw", count_uw_vmas(m.pid));
-	rc = expect_verified(&m);
+	/* Through out: memwork and the tool are stopped whatever fails. */
+	if (expect_no_trace(m.pid) == 0)
+		rc = expect_verified(&m);
 out:
 	if (t.pid > 0)
 		tool_wait(&t, 0);
@@ -436,9 +436,9 @@ static int test_track_pid_sigterm(void)
 		fprintf(stderr, "    FAILED: exit %d after SIGTERM\n", ex);
 		goto out;
 	}
-	CHECK(!has_uffd_fd(m.pid), "memwork still holds a userfaultfd");
-	CHECK(count_uw_vmas(m.pid) == 0, "memwork still has %d VMAs with VmFlags uw", count_uw_vmas(m.pid));
-	rc = expect_verified(&m);
+	/* Through out: memwork and the tool are stopped whatever fails. */
+	if (expect_no_trace(m.pid) == 0)
+		rc = expect_verified(&m);
 out:
 	if (t.pid > 0)
 		tool_wait(&t, 0);

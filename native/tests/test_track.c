@@ -137,14 +137,6 @@ static int expect_pages(const struct ranges *r, uint64_t base, uint64_t npages, 
 	return 0;
 }
 
-/* After detach: no userfaultfd in the task, no VMA flagged uw. */
-static int expect_no_trace(pid_t pid)
-{
-	CHECK(!has_uffd_fd(pid), "pid %d still holds a userfaultfd", pid);
-	CHECK(count_uw_vmas(pid) == 0, "pid %d still has %d VMAs with VmFlags uw", pid, count_uw_vmas(pid));
-	return 0;
-}
-
 static bool range_covers(const struct ranges *r, uint64_t start, uint64_t len)
 {
 	uint64_t outside, p;
