@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Migration.Engine.Images;
 using Migration.PageServer.Pages;
 
@@ -320,7 +321,15 @@ public sealed partial class PageStore
 
         if (data.Length >= Math.Min(DirectWriteBytes, _buffer.Length))
         {
-            WriteGathered(t, data);
+            if (data.IsSingleSegment)
+            {
+                WriteSparse(t, data.First);
+            }
+            else
+            {
+                WriteGathered(t, data);
+            }
+
             return;
         }
 
@@ -341,6 +350,90 @@ public sealed partial class PageStore
         }
     }
 
+    /// <summary>
+    /// Writes the buffered bytes, then <paramref name="run"/> right after them, leaving each stretch of at least
+    /// <see cref="MinHolePages"/> all-zero pages as a hole in the data file (it reads back as zeros and takes neither
+    /// page cache nor disk): one pwritev per stretch of data between holes, the first one with the buffered bytes.
+    /// A run ending in a hole extends the file over it. The buffer is empty after.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per run, loops over every page
+    private void WriteSparse(TargetData t, ReadOnlyMemory<byte> run)
+    {
+        var span = run.Span;
+        int n = span.Length / PageSize;
+        long runOffset = _bufferFileOffset + _bufferLength;
+        int written = 0; // pages of the run before this are written, or left as a hole
+        int zeroStart = -1;
+        for (int i = 0; i <= n; i++)
+        {
+            bool zero = i < n && !span.Slice(i * PageSize, PageSize).ContainsAnyExcept((byte)0);
+            if (zero)
+            {
+                if (zeroStart < 0)
+                {
+                    zeroStart = i;
+                }
+
+                continue;
+            }
+
+            if (zeroStart >= 0 && i - zeroStart >= MinHolePages)
+            {
+                // [written, zeroStart) is data (with zero stretches too short to skip); [zeroStart, i) stays a hole.
+                WriteStretch(t, run, runOffset, written, zeroStart);
+                written = i;
+            }
+
+            zeroStart = -1;
+        }
+
+        WriteStretch(t, run, runOffset, written, n);
+        long end = runOffset + run.Length;
+        if (written == n && n > 0)
+        {
+            // The run ends in a hole: the file must still reach its end (reads and the pages image rely on the length).
+            try
+            {
+                RandomAccess.SetLength(t.File.SafeFileHandle, end);
+                t.Dirty = true;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                _failure ??= ex;
+                throw;
+            }
+        }
+
+        _bufferFileOffset = end;
+    }
+
+    /// <summary>Writes pages [<paramref name="from"/>, <paramref name="to"/>) of a run at <paramref name="runOffset"/>, with the buffered bytes when they directly precede them.</summary>
+    private void WriteStretch(TargetData t, ReadOnlyMemory<byte> run, long runOffset, int from, int to)
+    {
+        if (from >= to)
+        {
+            FlushBuffer();
+            return;
+        }
+
+        var gather = _gather;
+        gather.Clear();
+        long offset = runOffset + ((long)from * PageSize);
+        if (_bufferLength > 0 && from == 0)
+        {
+            gather.Add(_buffer.AsMemory(0, _bufferLength));
+            offset = _bufferFileOffset;
+        }
+        else
+        {
+            FlushBuffer();
+        }
+
+        gather.Add(run.Slice(from * PageSize, (to - from) * PageSize));
+        WriteData(t, gather, offset);
+        _bufferLength = 0;
+    }
+
     /// <summary>Writes the buffered bytes, then <paramref name="data"/> right after them, with one pwritev; the buffer is empty after.</summary>
     private void WriteGathered(TargetData t, ReadOnlySequence<byte> data)
     {
@@ -356,22 +449,7 @@ public sealed partial class PageStore
             gather.Add(segment);
         }
 
-        try
-        {
-            RandomAccess.Write(t.File.SafeFileHandle, gather, _bufferFileOffset);
-            t.Dirty = true;
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            // What was indexed stays readable (in the file or still in the buffer); nothing more is accepted.
-            _failure ??= ex;
-            throw;
-        }
-        finally
-        {
-            gather.Clear();
-        }
-
+        WriteData(t, gather, _bufferFileOffset);
         _bufferFileOffset += _bufferLength + data.Length;
         _bufferLength = 0;
     }
@@ -387,6 +465,25 @@ public sealed partial class PageStore
         WriteData(_bufferTarget!, _buffer.AsSpan(0, _bufferLength), _bufferFileOffset);
         _bufferFileOffset += _bufferLength;
         _bufferLength = 0;
+    }
+
+    private void WriteData(TargetData t, List<ReadOnlyMemory<byte>> gather, long offset)
+    {
+        try
+        {
+            RandomAccess.Write(t.File.SafeFileHandle, gather, offset);
+            t.Dirty = true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // What was indexed stays readable (in the file or still in the buffer); nothing more is accepted.
+            _failure ??= ex;
+            throw;
+        }
+        finally
+        {
+            gather.Clear();
+        }
     }
 
     private void WriteData(TargetData t, ReadOnlySpan<byte> bytes, long offset)

@@ -54,7 +54,7 @@ public sealed class LazyDumpTests
         Assert.NotNull(map);
         Assert.True(frozen, "the tree was not stopped at post-dump");
         long lazyPages = map!.Runs.Where(r => r.Flags == PagemapFlags.Lazy).Sum(r => (long)r.NrPages);
-        Assert.True(lazyPages > 32 * 256 / 2, $"only {lazyPages} lazy pages for a 32 MiB workload");
+        Assert.True(lazyPages > 32 * 256 / 2, $"only {lazyPages} lazy pages for a 32 MiB workload; {Explain(map, work)}");
         // Only what cannot be lazy (the stack page in use, file-backed private pages) has data in the pages image.
         long present = (long)map.PresentPages;
         Assert.True(present < 64, $"{present} pages written to the pages image");
@@ -83,6 +83,17 @@ public sealed class LazyDumpTests
         Assert.True(ProcessTree.IsAlive(pid));
         Assert.NotEqual('t', ProcessTree.State(pid));
         Assert.Equal("ok", (await workload.StatusAsync(hosts.Source))["verify"]);
+    }
+
+    /// <summary>What the pagemap held and what CRIU said it generated, for a failure message.</summary>
+    private static string Explain(PagemapImage map, string work)
+    {
+        var byFlags = string.Join(", ", map.Runs.GroupBy(r => r.Flags).Select(g => $"{g.Key}: {g.Count()} runs/{g.Sum(r => (long)r.NrPages)} pages"));
+        var log = Path.Combine(work, "dump.log");
+        var generated = File.Exists(log)
+            ? File.ReadLines(log).Where(l => l.Contains("Pagemap generated", StringComparison.Ordinal) || l.Contains("vma", StringComparison.OrdinalIgnoreCase) && l.Contains("lazy", StringComparison.OrdinalIgnoreCase)).Take(40)
+            : ["(no dump.log)"];
+        return $"pagemap runs by flags: [{byFlags}]; CRIU: {string.Join(" | ", generated)}";
     }
 
     private static (string Images, string Work) Dirs(TestHosts hosts)

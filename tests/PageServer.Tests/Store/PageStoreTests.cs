@@ -219,6 +219,92 @@ public sealed class PageStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task LongZeroStretchesOfALargeRun_AreHolesInTheDataFile_AndReadBackAsZeros()
+    {
+        using var store = NewStore();
+        string data = Path.Combine(store.DataDirectory, "pid-1.data");
+        await store.Write(Pid1, Base, 3, version: 1); // buffered; the run starts with a hole, so they are written alone
+
+        // 120 pages: zero stretches at the start, one page in three (too short to skip: written), in the middle, and at the end.
+        Assert.Equal(16, PageStore.MinHolePages);
+        ulong va = Base + (3 * Page);
+        var run = Make(va, 120, 2);
+        int[] holes = [.. Enumerable.Range(0, 20), .. Enumerable.Range(60, 30), .. Enumerable.Range(100, 20)];
+        foreach (int i in holes.Concat(Enumerable.Range(20, 30).Where(i => i % 3 == 0)))
+        {
+            Array.Clear(run, i * Page, Page);
+        }
+
+        await store.WritePagesAsync(Pid1, va, 120, PagemapFlags.Present, new ReadOnlySequence<byte>(run), None);
+        Assert.Equal(123L * Page, new FileInfo(data).Length); // extended over the trailing hole
+        await store.Write(Pid1, Base + (123 * Page), 2, version: 3); // after a hole: still at the right offset
+        await store.CompleteRoundAsync(None);
+
+        long allocated = AllocatedBytes(data);
+        Assert.True(allocated <= (125L - holes.Length + 8) * Page, $"{allocated} bytes allocated for {125 - holes.Length} pages outside holes");
+
+        var expected = new byte[125 * Page];
+        Make(Base, 3, 1).CopyTo(expected, 0);
+        run.CopyTo(expected, 3 * Page);
+        Make(Base + (123 * Page), 2, 3).CopyTo(expected, 123 * Page);
+        Assert.Equal(expected, File.ReadAllBytes(data));
+        var dest = new byte[125 * Page];
+        Assert.Equal(125, store.ReadPages(Pid1, Base, 125, dest));
+        Assert.Equal(expected, dest);
+
+        // The data file is still a pages image to move into place: its length matches the pages it holds.
+        string images = _tmp.Sub($"images-{Guid.NewGuid():N}");
+        Assert.True(Assert.Single(store.WriteImages(images)).Moved);
+        var (pagemap, pages) = ReadImages(images, Pid1);
+        Assert.Equal(new[] { new PagemapRun(Base, 125, PagemapFlags.Present) }, pagemap.Runs);
+        Assert.Equal(expected, pages);
+    }
+
+    [Fact]
+    public async Task ShortZeroStretches_AreWritten()
+    {
+        using var store = NewStore();
+        string data = Path.Combine(store.DataDirectory, "pid-1.data");
+        var run = Make(Base, 100, 1);
+        foreach (int i in Enumerable.Range(0, 100).Where(i => (i % 3 == 0 && i < 80) || i >= 100 - (PageStore.MinHolePages - 1)))
+        {
+            Array.Clear(run, i * Page, Page);
+        }
+
+        await store.WritePagesAsync(Pid1, Base, 100, PagemapFlags.Present, new ReadOnlySequence<byte>(run), None);
+        await store.CompleteRoundAsync(None);
+
+        Assert.True(AllocatedBytes(data) >= 100L * Page, $"{AllocatedBytes(data)} bytes allocated: short zero stretches were left as holes");
+        Assert.Equal(run, File.ReadAllBytes(data));
+    }
+
+    [Fact]
+    public async Task AllZeroRun_WritesNothing_ButKeepsItsPlace()
+    {
+        using var store = NewStore();
+        string data = Path.Combine(store.DataDirectory, "pid-1.data");
+        await store.WritePagesAsync(Pid1, Base, 100, PagemapFlags.Present, new ReadOnlySequence<byte>(new byte[100 * Page]), None);
+        await store.Write(Pid1, Base + (100 * Page), 1, version: 1);
+        await store.CompleteRoundAsync(None);
+
+        Assert.Equal(101L * Page, new FileInfo(data).Length);
+        var dest = new byte[101 * Page];
+        Assert.Equal(101, store.ReadPages(Pid1, Base, 101, dest));
+        Assert.True(dest.AsSpan(0, 100 * Page).IndexOfAnyExcept((byte)0) < 0);
+        AssertPages(dest.AsSpan(100 * Page), Base + (100 * Page), 1);
+    }
+
+    /// <summary>Bytes the file system allocated for <paramref name="path"/> (st_blocks, in 512-byte units).</summary>
+    private static long AllocatedBytes(string path)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%b", path]) { RedirectStandardOutput = true, UseShellExecute = false };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return long.Parse(output.Trim(), System.Globalization.CultureInfo.InvariantCulture) * 512;
+    }
+
+    [Fact]
     public async Task MaxBytes_RefusesTheRunAndKeepsWhatWasThere()
     {
         using var store = NewStore(new PageStoreOptions { MaxBytes = 10L * Page });
