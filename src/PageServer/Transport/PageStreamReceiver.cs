@@ -1,5 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
+using System.Threading.Channels;
+using Migration.Engine.Images;
 using Migration.PageServer.Pages;
 using Migration.PageServer.Streaming;
 
@@ -11,9 +13,11 @@ public sealed record PageStreamResult(bool Succeeded, string? MigrationId, ulong
 
 /// <summary>
 /// The target end of a page stream: HELLO names the migration, whose sink (its page store) then receives every
-/// OPEN and BATCH; each ROUND_END is acknowledged only after the sink made the round durable. A fill loop
-/// reads the connection ahead into a pipe while frames are decoded and stored, so receiving overlaps with
-/// decompressing and writing. Any invalid frame ends the stream with an ERROR frame naming the problem.
+/// OPEN and BATCH; each ROUND_END is acknowledged only after the sink made the round durable. Three stages overlap:
+/// a fill loop reads the connection ahead into a pipe; the decode loop checks and decodes each frame into one of
+/// <see cref="DecodedBatches"/> page buffers; a store loop makes every sink call, in stream order, and sends the
+/// acknowledgements. Any invalid frame, or a sink refusing what it was given, ends the stream with an ERROR frame
+/// naming the problem.
 /// </summary>
 public static class PageStreamReceiver
 {
@@ -26,6 +30,30 @@ public static class PageStreamReceiver
     /// <summary>Room offered to each read of the connection: a whole batch, so most frames lie in one segment and a read drains what the socket holds.</summary>
     public const int ReadBytes = PageStreamProtocol.MaxFrameLength;
 
+    /// <summary>
+    /// Decoded batches (1 MiB each) between the decode loop and the store loop: one being stored, one waiting, one
+    /// being decoded, so neither loop waits on the other's single batch.
+    /// </summary>
+    public const int DecodedBatches = 3;
+
+    private enum StoreKind
+    {
+        Open,
+        Pages,
+        RoundEnd,
+    }
+
+    /// <summary>One sink call for the store loop, in stream order; Pages with data own one of the page buffers until stored.</summary>
+    private readonly record struct StoreItem(StoreKind Kind, PageTarget Target, ulong Vaddr, uint NrPages, PagemapFlags Flags, byte[]? Buffer, int Length, ulong RoundId);
+
+    /// <summary>What the store loop did, and why it stopped early if it did.</summary>
+    private sealed class StoreProgress
+    {
+        public ulong Pages;
+        public int Rounds;
+        public string? Error;
+    }
+
     public static async Task<PageStreamResult> RunAsync(Stream connection, Func<string, IPageSink> resolve, CancellationToken ct)
     {
         var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: ReadAheadBytes, resumeWriterThreshold: ReadAheadBytes / 2, useSynchronizationContext: false));
@@ -34,22 +62,28 @@ public static class PageStreamReceiver
         var output = new ArrayBufferWriter<byte>(64);
         using var writer = new PageFrameWriter(output);
         var reader = pipe.Reader;
+        var work = Channel.CreateBounded<StoreItem>(new BoundedChannelOptions(DecodedBatches) { SingleReader = true, SingleWriter = true });
+        var free = Channel.CreateBounded<byte[]>(DecodedBatches);
+        for (int i = 0; i < DecodedBatches; i++)
+        {
+            free.Writer.TryWrite(ArrayPool<byte>.Shared.Rent(PageStreamProtocol.MaxBatchPages * PageFacts.PageSize));
+        }
+
+        var progress = new StoreProgress();
+        Task store = Task.CompletedTask;
         string? id = null;
         IPageSink? sink = null;
-        ulong pages = 0;
-        int rounds = 0;
-        byte[] pageBuffer = ArrayPool<byte>.Shared.Rent(PageStreamProtocol.MaxBatchPages * PageFacts.PageSize);
         string? error = null;
+        bool ended = false;
         try
         {
-            while (error is null)
+            while (error is null && !ended)
             {
                 var result = await reader.ReadAsync(stop.Token).ConfigureAwait(false);
                 var buffer = result.Buffer;
-                bool ended = false;
                 try
                 {
-                    while (error is null)
+                    while (error is null && !ended)
                     {
                         var status = PageFrameReader.TryReadFrame(ref buffer, out var frame, out var frameError);
                         if (status == PageFrameStatus.Incomplete)
@@ -86,28 +120,27 @@ public static class PageStreamReceiver
                                 catch (Exception ex) when (ex is not OutOfMemoryException)
                                 {
                                     error = ex.Message;
+                                    break;
                                 }
 
+                                store = StoreLoopAsync(work.Reader, free.Writer, sink, connection, writer, output, progress, stop);
                                 break;
                             case PageFrameKind.Open:
-                                await sink!.OpenAsync(frame.Target, stop.Token).ConfigureAwait(false);
+                                await work.Writer.WriteAsync(new StoreItem(StoreKind.Open, frame.Target, 0, 0, 0, null, 0, 0), stop.Token).ConfigureAwait(false);
                                 break;
                             case PageFrameKind.Batch:
-                                if (!PageFrameReader.TryDecodeBatch(frame, pageBuffer.AsSpan(0, frame.DecodedLength), out var decodeError))
+                                byte[]? pages = frame.HasData ? await free.Reader.ReadAsync(stop.Token).ConfigureAwait(false) : null;
+                                if (pages is not null && !PageFrameReader.TryDecodeBatch(frame, pages.AsSpan(0, frame.DecodedLength), out var decodeError))
                                 {
+                                    free.Writer.TryWrite(pages);
                                     error = $"invalid batch: {decodeError.Message}";
                                     break;
                                 }
 
-                                var data = frame.HasData ? new ReadOnlySequence<byte>(pageBuffer, 0, frame.DecodedLength) : ReadOnlySequence<byte>.Empty;
-                                await sink!.WritePagesAsync(frame.Target, frame.Vaddr, frame.NrPages, frame.Flags, data, stop.Token).ConfigureAwait(false);
-                                pages += frame.HasData ? frame.NrPages : 0;
+                                await work.Writer.WriteAsync(new StoreItem(StoreKind.Pages, frame.Target, frame.Vaddr, frame.NrPages, frame.Flags, pages, frame.DecodedLength, 0), stop.Token).ConfigureAwait(false);
                                 break;
                             case PageFrameKind.RoundEnd:
-                                await sink!.CompleteRoundAsync(stop.Token).ConfigureAwait(false);
-                                rounds++;
-                                writer.WriteRoundAck(frame.RoundId);
-                                await SendAsync(connection, output, stop.Token).ConfigureAwait(false);
+                                await work.Writer.WriteAsync(new StoreItem(StoreKind.RoundEnd, default, 0, 0, 0, null, 0, frame.RoundId), stop.Token).ConfigureAwait(false);
                                 break;
                             case PageFrameKind.End:
                                 ended = true;
@@ -119,11 +152,6 @@ public static class PageStreamReceiver
                                 error = $"unexpected {frame.Kind} frame";
                                 break;
                         }
-
-                        if (ended)
-                        {
-                            break;
-                        }
                     }
                 }
                 finally
@@ -131,40 +159,115 @@ public static class PageStreamReceiver
                     reader.AdvanceTo(buffer.Start, buffer.End);
                 }
 
-                if (ended)
-                {
-                    return new PageStreamResult(true, id, pages, rounds, null);
-                }
-
-                if (result.IsCompleted && error is null)
+                if (!ended && result.IsCompleted && error is null)
                 {
                     error = buffer.IsEmpty ? "connection closed before END" : $"connection closed inside a frame ({buffer.Length} bytes left)";
                 }
             }
+
+            if (ended)
+            {
+                // Everything before END is stored (and its rounds acknowledged) before the stream counts as received.
+                work.Writer.TryComplete();
+                await store.ConfigureAwait(false);
+                error = progress.Error;
+            }
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException && !ct.IsCancellationRequested)
         {
-            error ??= ex is IOException && sink is not null ? ex.Message : $"connection failed: {ex.Message}";
-        }
-        catch (Exception ex) when (ex is InvalidOperationException or ArgumentException or Store.PageStoreFullException or UnauthorizedAccessException)
-        {
-            // The sink refused what the peer sent (limits, order, ranges): that ends this stream, not the agent.
-            error ??= ex.Message;
+            // A failed store loop cancels the decode loop: its reason, not the cancellation, is the error.
+            error ??= progress.Error ?? (ex is IOException && sink is not null ? ex.Message : $"connection failed: {ex.Message}");
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(pageBuffer);
+            stop.Cancel();
+            work.Writer.TryComplete();
+            await store.ConfigureAwait(false);
+            error ??= progress.Error;
             if (error is not null)
             {
+                // Only now: the store loop, which sends the acknowledgements, has stopped writing to the connection.
                 await TrySendErrorAsync(connection, writer, output, error).ConfigureAwait(false);
             }
 
-            stop.Cancel();
+            while (free.Reader.TryRead(out var b))
+            {
+                ArrayPool<byte>.Shared.Return(b);
+            }
+
+            while (work.Reader.TryRead(out var left))
+            {
+                if (left.Buffer is { } b)
+                {
+                    ArrayPool<byte>.Shared.Return(b);
+                }
+            }
+
             await reader.CompleteAsync().ConfigureAwait(false);
             await fill.ConfigureAwait(false);
         }
 
-        return new PageStreamResult(false, id, pages, rounds, error);
+        return error is null
+            ? new PageStreamResult(true, id, progress.Pages, progress.Rounds, null)
+            : new PageStreamResult(false, id, progress.Pages, progress.Rounds, error);
+    }
+
+    /// <summary>
+    /// Makes the sink calls in stream order and acknowledges each round once the sink made it durable. A sink refusing
+    /// what the peer sent (limits, order, ranges) or failing to store it ends the stream: the reason goes into
+    /// <paramref name="progress"/> and the decode loop is stopped. Never throws.
+    /// </summary>
+    private static async Task StoreLoopAsync(
+        ChannelReader<StoreItem> work, ChannelWriter<byte[]> free, IPageSink sink, Stream connection, PageFrameWriter writer, ArrayBufferWriter<byte> output,
+        StoreProgress progress, CancellationTokenSource stop)
+    {
+        await Task.Yield();
+        try
+        {
+            while (await work.WaitToReadAsync(stop.Token).ConfigureAwait(false))
+            {
+                while (work.TryRead(out var item))
+                {
+                    try
+                    {
+                        switch (item.Kind)
+                        {
+                            case StoreKind.Open:
+                                await sink.OpenAsync(item.Target, stop.Token).ConfigureAwait(false);
+                                break;
+                            case StoreKind.Pages:
+                                var data = item.Buffer is { } b ? new ReadOnlySequence<byte>(b, 0, item.Length) : ReadOnlySequence<byte>.Empty;
+                                await sink.WritePagesAsync(item.Target, item.Vaddr, item.NrPages, item.Flags, data, stop.Token).ConfigureAwait(false);
+                                progress.Pages += item.Buffer is null ? 0 : item.NrPages;
+                                break;
+                            case StoreKind.RoundEnd:
+                                await sink.CompleteRoundAsync(stop.Token).ConfigureAwait(false);
+                                progress.Rounds++;
+                                writer.WriteRoundAck(item.RoundId);
+                                await SendAsync(connection, output, stop.Token).ConfigureAwait(false);
+                                break;
+                        }
+                    }
+                    finally
+                    {
+                        if (item.Buffer is { } b)
+                        {
+                            free.TryWrite(b);
+                        }
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            // The decode loop ended the stream (its error, or the caller's cancellation, is the reason).
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException or ArgumentException
+            or Store.PageStoreFullException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            progress.Error = ex.Message;
+            stop.Cancel();
+        }
     }
 
     private static async Task FillAsync(Stream connection, PipeWriter writer, CancellationToken ct)
