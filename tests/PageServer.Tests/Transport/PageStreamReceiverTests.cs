@@ -5,10 +5,10 @@ using Migration.Engine.Images;
 using Migration.PageServer.Pages;
 using Migration.PageServer.Store;
 using Migration.PageServer.Streaming;
-using Migration.PageServer.Transport;
 using Migration.PageServer.Tests.Store;
-using Frames = Migration.PageServer.Tests.Streaming.Frames;
+using Migration.PageServer.Transport;
 using Xunit;
+using Frames = Migration.PageServer.Tests.Streaming.Frames;
 
 namespace Migration.PageServer.Tests.Transport;
 
