@@ -397,9 +397,8 @@ public sealed partial class PageStore
                 RandomAccess.SetLength(t.File.SafeFileHandle, end);
                 t.Dirty = true;
             }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            catch (Exception ex) when (IsWriteFailure(ex))
             {
-                _failure ??= ex;
                 throw;
             }
         }
@@ -474,10 +473,8 @@ public sealed partial class PageStore
             RandomAccess.Write(t.File.SafeFileHandle, gather, offset);
             t.Dirty = true;
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (Exception ex) when (IsWriteFailure(ex))
         {
-            // What was indexed stays readable (in the file or still in the buffer); nothing more is accepted.
-            _failure ??= ex;
             throw;
         }
         finally
@@ -493,11 +490,24 @@ public sealed partial class PageStore
             RandomAccess.Write(t.File.SafeFileHandle, bytes, offset);
             t.Dirty = true;
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (Exception ex) when (IsWriteFailure(ex))
         {
-            // What was indexed stays readable (in the file or still in the buffer); nothing more is accepted.
-            _failure ??= ex;
             throw;
         }
+    }
+
+    /// <summary>
+    /// Exception filter for a failed write to a data file: records it (what was indexed stays readable, in the file or
+    /// still in the buffer; nothing more is accepted) and lets it propagate.
+    /// </summary>
+    private bool IsWriteFailure(Exception ex)
+    {
+        if (ex is not (IOException or UnauthorizedAccessException))
+        {
+            return false;
+        }
+
+        _failure ??= ex;
+        return true;
     }
 }
