@@ -168,6 +168,12 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
             ThrowIfFailed();
             throw;
         }
+        catch (IOException ex) when (_failure is { } reason)
+        {
+            // The send loop failed and the pipe handed its exception back to this flush: the stream's reason (which
+            // names the target) is the error, not the connection's bare message.
+            throw new IOException(reason, ex);
+        }
         catch (Exception ex) when (ex is IOException or InvalidOperationException or ArgumentException && _failure is null)
         {
             Fail($"encoding pages failed: {ex.Message}");
