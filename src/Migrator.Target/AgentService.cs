@@ -114,14 +114,20 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
     private Task<MigrationInfo> GetMigration(GetMigrationRequest req, CallContext ctx)
     {
         var m = agent.Get(req.MigrationId);
-        return Task.FromResult(new MigrationInfo
+        var info = new MigrationInfo
         {
             MigrationId = m.Id,
             State = m.State.ToString().ToLowerInvariant(),
             BytesReceived = m.BytesReceived,
             Pid = m.RestoredPid,
             Error = m.Error ?? "",
-        });
+        };
+        if (m.Pages is PageServer.Store.PageStoreAttachment { Claimed: true } pages)
+        {
+            info.Pages = pages.Progress.Snapshot();
+        }
+
+        return Task.FromResult(info);
     }
 
     /// <summary>Peer strings go into logs and messages: bounded and without control characters.</summary>

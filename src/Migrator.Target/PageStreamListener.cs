@@ -120,9 +120,11 @@ public sealed partial class PageStreamListener(
     }
 
     /// <summary>Fault injection: a sink that fails part way, as a full disk or a broken store would.</summary>
-    private sealed class FailingSink(IPageSink inner, int afterBatches) : IPageSink
+    private sealed class FailingSink(IPageSink inner, int afterBatches) : IPageSink, PageServer.Transport.IProgressReportingSink
     {
         private int _batches;
+
+        public PageServer.Transport.PageStreamProgress? Progress => (inner as PageServer.Transport.IProgressReportingSink)?.Progress;
 
         public ValueTask<bool> OpenAsync(PageTarget target, CancellationToken ct) => inner.OpenAsync(target, ct);
 

@@ -96,6 +96,54 @@ public sealed class AgentApiTests : IAsyncLifetime
     }
 
     [RequiresRootFact]
+    public async Task GetMigrationReportsThePageStreamPerRound()
+    {
+        var begun = await _channel!.CallAsync(AgentMethods.Begin, new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 1 << 20, Mode = "cold" },
+            BeginReply.Parser, s_timeout, default);
+        Assert.NotEqual(0U, begun.PagePort);
+        var before = await _channel.CallAsync(AgentMethods.GetMigration, new GetMigrationRequest { MigrationId = begun.MigrationId }, MigrationInfo.Parser, s_timeout, default);
+        Assert.Null(before.Pages); // no stream yet
+
+        var target = new PageServer.Pages.PageTarget(1, PageServer.Pages.PageImageType.Pid);
+        const ulong Base = 0x7f0000000000;
+        var pages = new byte[16 * 4096];
+        for (int i = 1; i < 16; i += 2)
+        {
+            System.Security.Cryptography.RandomNumberGenerator.Fill(pages.AsSpan(i * 4096, 4096)); // odd pages random, even ones zero
+        }
+
+        var stream = await PageServer.Transport.PageChannel.ConnectAsync(PageServer.Control.Endpoint.Parse(_agent!.Endpoint) with { Port = (int)begun.PagePort }, _credentials!, default);
+        await using (var sender = new PageServer.Transport.PageStreamSender(stream, begun.MigrationId))
+        {
+            await sender.OpenAsync(target, default);
+            await sender.WritePagesAsync(target, Base, 16, Engine.Images.PagemapFlags.Present, new System.Buffers.ReadOnlySequence<byte>(pages), default);
+            await sender.CompleteRoundAsync(default).AsTask().WaitAsync(s_timeout);
+            await sender.WritePagesAsync(target, Base, 2, Engine.Images.PagemapFlags.Present, new System.Buffers.ReadOnlySequence<byte>(pages, 0, 2 * 4096), default);
+            await sender.CompleteRoundAsync(default).AsTask().WaitAsync(s_timeout);
+
+            var info = await _channel.CallAsync(AgentMethods.GetMigration, new GetMigrationRequest { MigrationId = begun.MigrationId }, MigrationInfo.Parser, s_timeout, default);
+            var p = info.Pages;
+            Assert.Equal((18UL, 9UL, 18UL * 4096, 2U, false), (p.Pages, p.ZeroPages, p.PageBytes, p.RoundsAcknowledged, p.Ended));
+            Assert.InRange(p.WireBytes, 9UL * 4096, 10UL * 4096); // the random pages as they are, zero pages as bits
+            Assert.Equal(new ulong[] { 1, 2 }, p.Rounds.Select(r => r.Round));
+            Assert.Equal((16UL, 8UL), (p.Rounds[0].Pages, p.Rounds[0].ZeroPages));
+            Assert.Equal((2UL, 1UL), (p.Rounds[1].Pages, p.Rounds[1].ZeroPages));
+            await sender.FinishAsync(default).WaitAsync(s_timeout);
+        }
+
+        var deadline = DateTime.UtcNow + s_timeout;
+        MigrationInfo after;
+        do
+        {
+            after = await _channel.CallAsync(AgentMethods.GetMigration, new GetMigrationRequest { MigrationId = begun.MigrationId }, MigrationInfo.Parser, s_timeout, default);
+        }
+        while (!after.Pages.Ended && DateTime.UtcNow < deadline && await Task.Delay(50).ContinueWith(_ => true));
+
+        Assert.True(after.Pages.Ended);
+        Assert.Equal(18UL, after.Pages.Pages);
+    }
+
+    [RequiresRootFact]
     public async Task UnknownMigrationsAndMalformedMessagesAreRefusedAndTheAgentKeepsServing()
     {
         var notFound = await Assert.ThrowsAsync<GrpcCallException>(() => PutAsync("no-such-id", "core-1.img", 0, [1], last: true));

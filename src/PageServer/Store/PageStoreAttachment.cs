@@ -14,6 +14,12 @@ public sealed class PageStoreAttachment(PageStore store) : IIncomingPages
 
     public PageStore Store => store;
 
+    /// <summary>What the migration's page stream has brought so far (the agent's GetMigration reports it).</summary>
+    public Transport.PageStreamProgress Progress { get; } = new();
+
+    /// <summary>Whether a page stream has claimed the store (before that, <see cref="Progress"/> is all zero).</summary>
+    public bool Claimed => Volatile.Read(ref _claimed) != 0;
+
     public int RoundsCompleted => Volatile.Read(ref _rounds);
 
     public string? Error => _error;
@@ -72,8 +78,10 @@ public sealed class PageStoreAttachment(PageStore store) : IIncomingPages
     }
 
     /// <summary>Counts completed rounds on their way through.</summary>
-    private sealed class CountingSink(PageStoreAttachment owner) : Pages.IPageSink
+    private sealed class CountingSink(PageStoreAttachment owner) : Pages.IPageSink, Transport.IProgressReportingSink
     {
+        public Transport.PageStreamProgress? Progress => owner.Progress;
+
         public ValueTask<bool> OpenAsync(Pages.PageTarget target, CancellationToken ct) => owner.Store.OpenAsync(target, ct);
 
         public ValueTask WritePagesAsync(Pages.PageTarget target, ulong vaddr, uint nrPages, Engine.Images.PagemapFlags flags,

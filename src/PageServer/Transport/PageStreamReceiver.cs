@@ -73,6 +73,7 @@ public static class PageStreamReceiver
         Task store = Task.CompletedTask;
         string? id = null;
         IPageSink? sink = null;
+        PageStreamProgress? watched = null;
         string? error = null;
         bool ended = false;
         try
@@ -85,6 +86,7 @@ public static class PageStreamReceiver
                 {
                     while (error is null && !ended)
                     {
+                        long unread = buffer.Length;
                         var status = PageFrameReader.TryReadFrame(ref buffer, out var frame, out var frameError);
                         if (status == PageFrameStatus.Incomplete)
                         {
@@ -123,7 +125,8 @@ public static class PageStreamReceiver
                                     break;
                                 }
 
-                                store = StoreLoopAsync(work.Reader, free.Writer, sink, connection, writer, output, progress, stop);
+                                watched = (sink as IProgressReportingSink)?.Progress;
+                                store = StoreLoopAsync(work.Reader, free.Writer, sink, connection, writer, output, progress, watched, stop);
                                 break;
                             case PageFrameKind.Open:
                                 await work.Writer.WriteAsync(new StoreItem(StoreKind.Open, frame.Target, 0, 0, 0, null, 0, 0), stop.Token).ConfigureAwait(false);
@@ -137,9 +140,17 @@ public static class PageStreamReceiver
                                     break;
                                 }
 
+                                if (pages is not null)
+                                {
+                                    watched?.Pages(frame.NrPages, frame.ZeroPageCount);
+                                }
+
                                 await work.Writer.WriteAsync(new StoreItem(StoreKind.Pages, frame.Target, frame.Vaddr, frame.NrPages, frame.Flags, pages, frame.DecodedLength, 0), stop.Token).ConfigureAwait(false);
                                 break;
                             case PageFrameKind.RoundEnd:
+                                watched?.Frame(unread - buffer.Length);
+                                watched?.RoundEnded(frame.RoundId);
+                                unread = buffer.Length; // counted
                                 await work.Writer.WriteAsync(new StoreItem(StoreKind.RoundEnd, default, 0, 0, 0, null, 0, frame.RoundId), stop.Token).ConfigureAwait(false);
                                 break;
                             case PageFrameKind.End:
@@ -152,6 +163,8 @@ public static class PageStreamReceiver
                                 error = $"unexpected {frame.Kind} frame";
                                 break;
                         }
+
+                        watched?.Frame(unread - buffer.Length);
                     }
                 }
                 finally
@@ -183,6 +196,7 @@ public static class PageStreamReceiver
             stop.Cancel();
             work.Writer.TryComplete();
             await store.ConfigureAwait(false);
+            watched?.End();
             error ??= progress.Error;
             if (error is not null)
             {
@@ -219,7 +233,7 @@ public static class PageStreamReceiver
     /// </summary>
     private static async Task StoreLoopAsync(
         ChannelReader<StoreItem> work, ChannelWriter<byte[]> free, IPageSink sink, Stream connection, PageFrameWriter writer, ArrayBufferWriter<byte> output,
-        StoreProgress progress, CancellationTokenSource stop)
+        StoreProgress progress, PageStreamProgress? watched, CancellationTokenSource stop)
     {
         await Task.Yield();
         try
@@ -245,6 +259,7 @@ public static class PageStreamReceiver
                                 progress.Rounds++;
                                 writer.WriteRoundAck(item.RoundId);
                                 await SendAsync(connection, output, stop.Token).ConfigureAwait(false);
+                                watched?.RoundAcknowledged(item.RoundId);
                                 break;
                         }
                     }

@@ -65,6 +65,49 @@ public sealed class PageStreamReceiverTests : IDisposable
         var dest = new byte[40 * 64 * Page];
         Assert.Equal(40 * 64, store.ReadPages(Pid1, Base, 40 * 64, dest));
         PageData.AssertPages(dest, Base, [.. Enumerable.Repeat(2, 40 * 64)]);
+
+        // What the agent reports: every page, both rounds, and the raw stream's headers on top of the pages.
+        var p = sink.Progress!.Snapshot();
+        Assert.Equal((5120UL, 0UL, 5120UL * Page, 2U, true), (p.Pages, p.ZeroPages, p.PageBytes, p.RoundsAcknowledged, p.Ended));
+        Assert.InRange(p.WireBytes, p.PageBytes, p.PageBytes + (100 * 1024));
+        Assert.InRange(p.CompressionRatio, 0.99, 1.0);
+        Assert.Equal(new ulong[] { 1, 2 }, p.Rounds.Select(r => r.Round));
+        Assert.All(p.Rounds, r => Assert.Equal(2560UL, r.Pages));
+        Assert.InRange(p.Rounds.Aggregate(0UL, (a, r) => a + r.WireBytes), p.PageBytes, p.WireBytes); // END is in no round
+        Assert.True(p.Rounds.All(r => r.Ms >= 300), "each round took the sink's 300 ms to become durable");
+    }
+
+    [Fact]
+    public async Task Progress_CountsZeroPagesAndCompression_PerRound()
+    {
+        var (source, target) = Pair();
+        var sink = new SlowSink(null);
+        var receiving = PageStreamReceiver.RunAsync(target, _ => sink, CancellationToken.None);
+
+        await using (var sender = new PageStreamSender(source, "m-6"))
+        {
+            await sender.OpenAsync(Pid1, CancellationToken.None);
+            // Round 1: 64 pages, every other one zero. Round 2: 8 pages, none zero. (These pages do not compress.)
+            var mixed = PageData.Make(Base, 64, 1);
+            for (int i = 0; i < 64; i += 2)
+            {
+                Array.Clear(mixed, i * Page, Page);
+            }
+
+            await sender.WritePagesAsync(Pid1, Base, 64, PagemapFlags.Present, new ReadOnlySequence<byte>(mixed), CancellationToken.None);
+            await sender.CompleteRoundAsync(CancellationToken.None).AsTask().WaitAsync(Limit);
+            await sender.WritePagesAsync(Pid1, Base, 8, PagemapFlags.Present, new ReadOnlySequence<byte>(PageData.Make(Base, 8, 2)), CancellationToken.None);
+            await sender.CompleteRoundAsync(CancellationToken.None).AsTask().WaitAsync(Limit);
+            await sender.FinishAsync(CancellationToken.None).WaitAsync(Limit);
+        }
+
+        Assert.True((await receiving.WaitAsync(Limit)).Succeeded);
+        var p = sink.Progress!.Snapshot();
+        Assert.Equal((72UL, 32UL, 2U), (p.Pages, p.ZeroPages, p.RoundsAcknowledged));
+        Assert.True(p.CompressionRatio > 1.6, $"ratio {p.CompressionRatio}: 32 of the 72 pages are zero, sent as bits");
+        Assert.Equal((64UL, 32UL), (p.Rounds[0].Pages, p.Rounds[0].ZeroPages));
+        Assert.Equal((8UL, 0UL), (p.Rounds[1].Pages, p.Rounds[1].ZeroPages));
+        Assert.InRange(p.Rounds[0].WireBytes, 32UL * Page, 33UL * Page); // the 32 non-zero pages and the frames' headers
     }
 
     [Fact]
@@ -181,8 +224,10 @@ public sealed class PageStreamReceiverTests : IDisposable
     /// A sink that passes calls on to a store (or drops them), slowly if asked, recording page writes in order and
     /// any two calls that overlapped (the contract says they never do).
     /// </summary>
-    private sealed class SlowSink(IPageSink? inner, TimeSpan writeDelay = default, TimeSpan completeDelay = default) : IPageSink
+    private sealed class SlowSink(IPageSink? inner, TimeSpan writeDelay = default, TimeSpan completeDelay = default) : IPageSink, IProgressReportingSink
     {
+        public PageStreamProgress? Progress { get; } = new();
+
         private int _inside;
         private long _completed;
 
