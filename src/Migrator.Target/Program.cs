@@ -159,7 +159,6 @@ root.SetAction(async (parse, ct) =>
     }
 });
 
-
 // SIGTERM cancels the agent, which then stops cleanly; a committed tree that criu lazy-pages is still filling keeps the
 // agent up to 5 minutes more (its store feeds those pages): the default 2 s grace would cut that short.
 return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromMinutes(6) });

@@ -47,7 +47,7 @@ public static class PageStreamReceiver
     private readonly record struct StoreItem(StoreKind Kind, PageTarget Target, ulong Vaddr, uint NrPages, PagemapFlags Flags, byte[]? Buffer, int Length, ulong RoundId);
 
     /// <summary>What the store loop did, and why it stopped early if it did.</summary>
-    private sealed class StoreProgress
+    private sealed class StoreOutcome
     {
         public ulong Pages;
         public int Rounds;
@@ -69,7 +69,7 @@ public static class PageStreamReceiver
             free.Writer.TryWrite(ArrayPool<byte>.Shared.Rent(PageStreamProtocol.MaxBatchPages * PageFacts.PageSize));
         }
 
-        var progress = new StoreProgress();
+        var stored = new StoreOutcome();
         Task store = Task.CompletedTask;
         string? id = null;
         IPageSink? sink = null;
@@ -88,6 +88,7 @@ public static class PageStreamReceiver
                     {
                         long unread = buffer.Length;
                         var status = PageFrameReader.TryReadFrame(ref buffer, out var frame, out var frameError);
+                        long frameBytes = unread - buffer.Length;
                         if (status == PageFrameStatus.Incomplete)
                         {
                             break;
@@ -99,6 +100,7 @@ public static class PageStreamReceiver
                             break;
                         }
 
+                        watched?.Frame(frameBytes); // HELLO, before which nothing watches, counts itself once resolved
                         if (sink is null && frame.Kind != PageFrameKind.Hello)
                         {
                             error = $"{frame.Kind} before HELLO";
@@ -126,7 +128,8 @@ public static class PageStreamReceiver
                                 }
 
                                 watched = (sink as IProgressReportingSink)?.Progress;
-                                store = StoreLoopAsync(work.Reader, free.Writer, sink, connection, writer, output, progress, watched, stop);
+                                watched?.Frame(frameBytes);
+                                store = StoreLoopAsync(work.Reader, free.Writer, sink, connection, writer, output, stored, watched, stop);
                                 break;
                             case PageFrameKind.Open:
                                 await work.Writer.WriteAsync(new StoreItem(StoreKind.Open, frame.Target, 0, 0, 0, null, 0, 0), stop.Token).ConfigureAwait(false);
@@ -148,9 +151,7 @@ public static class PageStreamReceiver
                                 await work.Writer.WriteAsync(new StoreItem(StoreKind.Pages, frame.Target, frame.Vaddr, frame.NrPages, frame.Flags, pages, frame.DecodedLength, 0), stop.Token).ConfigureAwait(false);
                                 break;
                             case PageFrameKind.RoundEnd:
-                                watched?.Frame(unread - buffer.Length);
                                 watched?.RoundEnded(frame.RoundId);
-                                unread = buffer.Length; // counted
                                 await work.Writer.WriteAsync(new StoreItem(StoreKind.RoundEnd, default, 0, 0, 0, null, 0, frame.RoundId), stop.Token).ConfigureAwait(false);
                                 break;
                             case PageFrameKind.End:
@@ -163,8 +164,6 @@ public static class PageStreamReceiver
                                 error = $"unexpected {frame.Kind} frame";
                                 break;
                         }
-
-                        watched?.Frame(unread - buffer.Length);
                     }
                 }
                 finally
@@ -183,13 +182,13 @@ public static class PageStreamReceiver
                 // Everything before END is stored (and its rounds acknowledged) before the stream counts as received.
                 work.Writer.TryComplete();
                 await store.ConfigureAwait(false);
-                error = progress.Error;
+                error = stored.Error;
             }
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException && !ct.IsCancellationRequested)
         {
             // A failed store loop cancels the decode loop: its reason, not the cancellation, is the error.
-            error ??= progress.Error ?? (ex is IOException && sink is not null ? ex.Message : $"connection failed: {ex.Message}");
+            error ??= stored.Error ?? (ex is IOException && sink is not null ? ex.Message : $"connection failed: {ex.Message}");
         }
         finally
         {
@@ -197,7 +196,7 @@ public static class PageStreamReceiver
             work.Writer.TryComplete();
             await store.ConfigureAwait(false);
             watched?.End();
-            error ??= progress.Error;
+            error ??= stored.Error;
             if (error is not null)
             {
                 // Only now: the store loop, which sends the acknowledgements, has stopped writing to the connection.
@@ -222,18 +221,18 @@ public static class PageStreamReceiver
         }
 
         return error is null
-            ? new PageStreamResult(true, id, progress.Pages, progress.Rounds, null)
-            : new PageStreamResult(false, id, progress.Pages, progress.Rounds, error);
+            ? new PageStreamResult(true, id, stored.Pages, stored.Rounds, null)
+            : new PageStreamResult(false, id, stored.Pages, stored.Rounds, error);
     }
 
     /// <summary>
     /// Makes the sink calls in stream order and acknowledges each round once the sink made it durable. A sink refusing
     /// what the peer sent (limits, order, ranges) or failing to store it ends the stream: the reason goes into
-    /// <paramref name="progress"/> and the decode loop is stopped. Never throws.
+    /// <paramref name="stored"/> and the decode loop is stopped. Never throws.
     /// </summary>
     private static async Task StoreLoopAsync(
         ChannelReader<StoreItem> work, ChannelWriter<byte[]> free, IPageSink sink, Stream connection, PageFrameWriter writer, ArrayBufferWriter<byte> output,
-        StoreProgress progress, PageStreamProgress? watched, CancellationTokenSource stop)
+        StoreOutcome stored, PageStreamProgress? watched, CancellationTokenSource stop)
     {
         await Task.Yield();
         try
@@ -252,11 +251,11 @@ public static class PageStreamReceiver
                             case StoreKind.Pages:
                                 var data = item.Buffer is { } b ? new ReadOnlySequence<byte>(b, 0, item.Length) : ReadOnlySequence<byte>.Empty;
                                 await sink.WritePagesAsync(item.Target, item.Vaddr, item.NrPages, item.Flags, data, stop.Token).ConfigureAwait(false);
-                                progress.Pages += item.Buffer is null ? 0 : item.NrPages;
+                                stored.Pages += item.Buffer is null ? 0 : item.NrPages;
                                 break;
                             case StoreKind.RoundEnd:
                                 await sink.CompleteRoundAsync(stop.Token).ConfigureAwait(false);
-                                progress.Rounds++;
+                                stored.Rounds++;
                                 writer.WriteRoundAck(item.RoundId);
                                 await SendAsync(connection, output, stop.Token).ConfigureAwait(false);
                                 watched?.RoundAcknowledged(item.RoundId);
@@ -280,7 +279,7 @@ public static class PageStreamReceiver
         catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException or ArgumentException
             or Store.PageStoreFullException or UnauthorizedAccessException or ObjectDisposedException)
         {
-            progress.Error = ex.Message;
+            stored.Error = ex.Message;
             stop.Cancel();
         }
     }
