@@ -92,14 +92,10 @@ public sealed class PrecopyMigrationTests(ITestOutputHelper output)
             Assert.Equal(0, kill.ExitCode);
         }
 
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(120);
-        while (!agent.HasExited && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(100);
-        }
-
+        // Waiting on the exit itself, not polling HasExited: the agent's last lines arrive after it has exited.
+        bool exited = await agent.WaitForExitAsync(TimeSpan.FromSeconds(120));
         output.WriteLine(agent.Output);
-        Assert.True(agent.HasExited, "the agent did not stop within 120 s of SIGTERM");
+        Assert.True(exited, "the agent did not stop within 120 s of SIGTERM");
         Assert.Contains("every lazy page filled", agent.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("lazy-pages failed", agent.Output, StringComparison.Ordinal);
 

@@ -27,6 +27,9 @@ public sealed class Agent : IAsyncDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <inheritdoc cref="BackgroundProcess.WaitForExitAsync"/>
+    public Task<bool> WaitForExitAsync(TimeSpan timeout) => _process.WaitForExitAsync(timeout);
+
     /// <summary>The agent's own pid (nsenter execs it).</summary>
     public int Pid => _process.Pid;
 

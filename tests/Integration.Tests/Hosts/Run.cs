@@ -97,6 +97,23 @@ public sealed class BackgroundProcess : IAsyncDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>
+    /// Waits up to <paramref name="timeout"/> for the process to exit and, unlike polling <see cref="HasExited"/>, for its
+    /// last output lines to reach <see cref="Output"/>. Returns whether it exited.
+    /// </summary>
+    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+    {
+        try
+        {
+            await _process.WaitForExitAsync().WaitAsync(timeout);
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+    }
+
     public string Output
     {
         get
