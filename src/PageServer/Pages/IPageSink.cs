@@ -21,6 +21,14 @@ public interface IPageSink
     /// </summary>
     ValueTask WritePagesAsync(PageTarget target, ulong vaddr, uint nrPages, PagemapFlags flags, ReadOnlySequence<byte> data, CancellationToken ct);
 
+    /// <summary>
+    /// A run of present pages in the page stream's form (<see cref="PackedPages"/>), otherwise as <see cref="WritePagesAsync"/>:
+    /// <paramref name="pages"/> is valid only during the call. Sinks that can store this form without expanding it
+    /// implement it; the default expands the run and calls <see cref="WritePagesAsync"/>.
+    /// </summary>
+    ValueTask WritePackedPagesAsync(PageTarget target, ulong vaddr, PagemapFlags flags, PackedPages pages, CancellationToken ct) =>
+        PackedPages.WriteExpandedAsync(this, target, vaddr, flags, pages, ct);
+
     /// <summary>The round is complete; returns once every page of it is durable at its final destination.</summary>
     ValueTask CompleteRoundAsync(CancellationToken ct);
 }

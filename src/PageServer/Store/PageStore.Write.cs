@@ -9,6 +9,42 @@ namespace Migration.PageServer.Store;
 /// <summary>The receiving side: runs into the data files and the index, rounds made durable.</summary>
 public sealed partial class PageStore
 {
+    /// <summary>Pieces one gathering write takes at most (well below IOV_MAX, 1024).</summary>
+    private const int MaxGather = 256;
+
+    // The gathering write being built: _gatherBytes bytes in _gather, for the data file from offset _gatherOffset.
+    private long _gatherOffset;
+    private long _gatherBytes;
+
+    /// <summary>Zeros for the short zero stretches of packed runs: <see cref="MinHolePages"/> pages, the longest one not left as a hole.</summary>
+    private static readonly byte[] ZeroBlock = new byte[MinHolePages * PageSize];
+
+    /// <summary>A present run's bytes as they came: plain, or packed (<see cref="PackedPages"/>).</summary>
+    private readonly struct RunBytes
+    {
+        public RunBytes(ReadOnlySequence<byte> plain)
+        {
+            Plain = plain;
+            Length = plain.Length;
+        }
+
+        public RunBytes(PackedPages packed)
+        {
+            Packed = packed;
+            IsPacked = true;
+            Length = packed.Length;
+        }
+
+        public ReadOnlySequence<byte> Plain { get; }
+
+        public PackedPages Packed { get; }
+
+        public bool IsPacked { get; }
+
+        /// <summary>The run's bytes as stored (zero pages included).</summary>
+        public long Length { get; }
+    }
+
     /// <summary>
     /// Stores a run. Present pages (<see cref="PagemapFlags.Present"/>, with or without <see cref="PagemapFlags.Lazy"/>:
     /// the data is here) are appended to the target's data file; lazy and parent runs are recorded as marks. Either
@@ -16,7 +52,25 @@ public sealed partial class PageStore
     /// anything is written: a run over one throws <see cref="PageStoreFullException"/> and leaves no trace.
     /// Completes synchronously (the appends go to the page cache; <see cref="CompleteRoundAsync"/> makes them durable).
     /// </summary>
-    public ValueTask WritePagesAsync(PageTarget target, ulong vaddr, uint nrPages, PagemapFlags flags, ReadOnlySequence<byte> data, CancellationToken ct)
+    public ValueTask WritePagesAsync(PageTarget target, ulong vaddr, uint nrPages, PagemapFlags flags, ReadOnlySequence<byte> data, CancellationToken ct) =>
+        Write(target, vaddr, nrPages, flags, new RunBytes(data), ct);
+
+    /// <summary>
+    /// Stores a present run as the page stream carries it, otherwise as <see cref="WritePagesAsync"/>: the non-zero
+    /// pages are written from where they are, short stretches of zero pages from one shared block of zeros, and long
+    /// ones (<see cref="MinHolePages"/>) left as holes; nothing is expanded, copied or scanned for zeros first.
+    /// </summary>
+    public ValueTask WritePackedPagesAsync(PageTarget target, ulong vaddr, PagemapFlags flags, PackedPages pages, CancellationToken ct)
+    {
+        if ((flags & PagemapFlags.Present) == 0)
+        {
+            throw new ArgumentException($"run 0x{vaddr:x} for {target} has flags {flags}: packed pages are present pages", nameof(flags));
+        }
+
+        return Write(target, vaddr, pages.NrPages, flags, new RunBytes(pages), ct);
+    }
+
+    private ValueTask Write(PageTarget target, ulong vaddr, uint nrPages, PagemapFlags flags, in RunBytes data, CancellationToken ct)
     {
         ct.ThrowIfCancellationRequested();
         var kind = KindOf(flags, target, vaddr);
@@ -290,9 +344,16 @@ public sealed partial class PageStore
     }
 
     /// <summary>Writes the run's bytes at <paramref name="offset"/> of <paramref name="t"/>'s data file.</summary>
-    private static void WriteAt(TargetData t, ReadOnlySequence<byte> data, long offset)
+    private void WriteAt(TargetData t, in RunBytes data, long offset)
     {
-        foreach (var segment in data)
+        if (data.IsPacked)
+        {
+            // In place: every zero page is written (a hole cannot be left where an older copy lies).
+            WritePackedRun(t, data.Packed, offset, holes: false);
+            return;
+        }
+
+        foreach (var segment in data.Plain)
         {
             RandomAccess.Write(t.File.SafeFileHandle, segment.Span, offset);
             offset += segment.Length;
@@ -305,7 +366,7 @@ public sealed partial class PageStore
     /// where it is, in one gathering write with whatever the buffer holds before it (copying it would cost more than
     /// the system call it could save).
     /// </summary>
-    private void Append(TargetData t, ReadOnlySequence<byte> data)
+    private void Append(TargetData t, in RunBytes data)
     {
         long offset = t.DataPages * PageSize;
         if (_bufferLength > 0 && _bufferTarget != t)
@@ -319,34 +380,186 @@ public sealed partial class PageStore
             _bufferFileOffset = offset;
         }
 
-        if (data.Length >= Math.Min(DirectWriteBytes, _buffer.Length))
+        bool direct = data.Length >= Math.Min(DirectWriteBytes, _buffer.Length);
+        if (data.IsPacked)
         {
-            if (data.IsSingleSegment)
+            AppendPacked(t, data.Packed, direct);
+            return;
+        }
+
+        if (direct)
+        {
+            if (data.Plain.IsSingleSegment)
             {
-                WriteSparse(t, data.First);
+                WriteSparse(t, data.Plain.First);
             }
             else
             {
-                WriteGathered(t, data);
+                WriteGathered(t, data.Plain);
             }
 
             return;
         }
 
-        foreach (var segment in data)
+        foreach (var segment in data.Plain)
         {
-            var span = segment.Span;
-            while (!span.IsEmpty)
+            AppendToBuffer(segment.Span);
+        }
+    }
+
+    /// <summary>Copies <paramref name="span"/> into the write buffer, writing the buffer out whenever it is full.</summary>
+    private void AppendToBuffer(ReadOnlySpan<byte> span)
+    {
+        while (!span.IsEmpty)
+        {
+            int n = Math.Min(span.Length, _buffer.Length - _bufferLength);
+            span[..n].CopyTo(_buffer.AsSpan(_bufferLength));
+            _bufferLength += n;
+            span = span[n..];
+            if (_bufferLength == _buffer.Length)
             {
-                int n = Math.Min(span.Length, _buffer.Length - _bufferLength);
-                span[..n].CopyTo(_buffer.AsSpan(_bufferLength));
-                _bufferLength += n;
-                span = span[n..];
-                if (_bufferLength == _buffer.Length)
+                FlushBuffer();
+            }
+        }
+    }
+
+    /// <summary>Appends a packed run: a large one written from where it is (<see cref="WritePackedRun"/>), a small one expanded into the write buffer.</summary>
+    private void AppendPacked(TargetData t, in PackedPages pages, bool direct)
+    {
+        if (direct)
+        {
+            long runOffset = _bufferFileOffset + _bufferLength;
+            long end = runOffset + pages.Length;
+            if (WritePackedRun(t, pages, runOffset, holes: true))
+            {
+                // The run ends in a hole: the file must still reach its end (reads and the pages image rely on the length).
+                ExtendTo(t, end);
+            }
+
+            _bufferFileOffset = end;
+            return;
+        }
+
+        var nonZero = pages.NonZero.Span;
+        int k = 0;
+        for (int i = 0; i < pages.NrPages;)
+        {
+            int n = pages.Stretch(i, out bool zero);
+            if (zero)
+            {
+                for (int left = n * PageSize; left > 0;)
                 {
-                    FlushBuffer();
+                    int m = Math.Min(left, _buffer.Length - _bufferLength);
+                    _buffer.AsSpan(_bufferLength, m).Clear();
+                    _bufferLength += m;
+                    left -= m;
+                    if (_bufferLength == _buffer.Length)
+                    {
+                        FlushBuffer();
+                    }
                 }
             }
+            else
+            {
+                AppendToBuffer(nonZero.Slice(k * PageSize, n * PageSize));
+                k += n;
+            }
+
+            i += n;
+        }
+    }
+
+    /// <summary>
+    /// Writes a packed run at <paramref name="runOffset"/>, with the buffered bytes first when they directly precede it
+    /// (the buffer is empty after): non-zero stretches from where they are, zero stretches from <see cref="ZeroBlock"/>,
+    /// and with <paramref name="holes"/> every stretch of at least <see cref="MinHolePages"/> zero pages left as a hole.
+    /// One pwritev per stretch of data between holes (split every <see cref="MaxGather"/> pieces). Returns whether the
+    /// run ends in a hole.
+    /// </summary>
+    private bool WritePackedRun(TargetData t, in PackedPages pages, long runOffset, bool holes)
+    {
+        _gather.Clear();
+        _gatherBytes = 0;
+        _gatherOffset = runOffset;
+        if (_bufferLength > 0 && _bufferTarget == t && _bufferFileOffset + _bufferLength == runOffset)
+        {
+            _gatherOffset = _bufferFileOffset;
+            Gather(t, _buffer.AsMemory(0, _bufferLength));
+        }
+        else
+        {
+            FlushBuffer();
+        }
+
+        long position = runOffset;
+        bool endsInHole = false;
+        int k = 0;
+        for (int i = 0; i < pages.NrPages;)
+        {
+            int n = pages.Stretch(i, out bool zero);
+            long bytes = (long)n * PageSize;
+            endsInHole = zero && holes && n >= MinHolePages;
+            if (endsInHole)
+            {
+                FlushGather(t);
+                _gatherOffset = position + bytes;
+            }
+            else if (zero)
+            {
+                for (long left = bytes; left > 0; left -= ZeroBlock.Length)
+                {
+                    Gather(t, ZeroBlock.AsMemory(0, (int)Math.Min(left, ZeroBlock.Length)));
+                }
+            }
+            else
+            {
+                Gather(t, pages.NonZero.Slice(k * PageSize, (int)bytes));
+                k += n;
+            }
+
+            position += bytes;
+            i += n;
+        }
+
+        FlushGather(t);
+        _bufferLength = 0;
+        return endsInHole;
+    }
+
+    /// <summary>Adds <paramref name="piece"/> to the gathering write at <see cref="_gatherOffset"/>, writing it out (and going on right after it) at <see cref="MaxGather"/> pieces.</summary>
+    private void Gather(TargetData t, ReadOnlyMemory<byte> piece)
+    {
+        _gather.Add(piece);
+        _gatherBytes += piece.Length;
+        if (_gather.Count >= MaxGather)
+        {
+            FlushGather(t);
+        }
+    }
+
+    /// <summary>Writes what <see cref="_gather"/> holds at <see cref="_gatherOffset"/>, if anything, and moves the offset past it.</summary>
+    private void FlushGather(TargetData t)
+    {
+        if (_gather.Count > 0)
+        {
+            WriteData(t, _gather, _gatherOffset);
+        }
+
+        _gatherOffset += _gatherBytes;
+        _gatherBytes = 0;
+    }
+
+    /// <summary>Extends <paramref name="t"/>'s data file to <paramref name="end"/> (a run that ends in a hole).</summary>
+    private void ExtendTo(TargetData t, long end)
+    {
+        try
+        {
+            RandomAccess.SetLength(t.File.SafeFileHandle, end);
+            t.Dirty = true;
+        }
+        catch (Exception ex) when (IsWriteFailure(ex))
+        {
+            throw;
         }
     }
 
@@ -392,15 +605,7 @@ public sealed partial class PageStore
         if (written == n && n > 0)
         {
             // The run ends in a hole: the file must still reach its end (reads and the pages image rely on the length).
-            try
-            {
-                RandomAccess.SetLength(t.File.SafeFileHandle, end);
-                t.Dirty = true;
-            }
-            catch (Exception ex) when (IsWriteFailure(ex))
-            {
-                throw;
-            }
+            ExtendTo(t, end);
         }
 
         _bufferFileOffset = end;

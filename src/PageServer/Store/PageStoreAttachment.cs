@@ -87,6 +87,9 @@ public sealed class PageStoreAttachment(PageStore store) : IIncomingPages
         public ValueTask WritePagesAsync(Pages.PageTarget target, ulong vaddr, uint nrPages, Engine.Images.PagemapFlags flags,
             System.Buffers.ReadOnlySequence<byte> data, CancellationToken ct) => owner.Store.WritePagesAsync(target, vaddr, nrPages, flags, data, ct);
 
+        public ValueTask WritePackedPagesAsync(Pages.PageTarget target, ulong vaddr, Engine.Images.PagemapFlags flags, Pages.PackedPages pages,
+            CancellationToken ct) => owner.Store.WritePackedPagesAsync(target, vaddr, flags, pages, ct);
+
         public async ValueTask CompleteRoundAsync(CancellationToken ct)
         {
             await owner.Store.CompleteRoundAsync(ct).ConfigureAwait(false);

@@ -128,6 +128,74 @@ public static class PageFrameReader
         return true;
     }
 
+    /// <summary>Scratch <see cref="TryUnpackBatch"/> needs: a full batch of pages and its bitmap.</summary>
+    public const int UnpackScratchBytes = PageStreamProtocol.MaxBatchPages * PageSize + PageStreamProtocol.MaxBitmapBytes;
+
+    /// <summary>
+    /// Checks a PRESENT BATCH frame's pages and hands them on as they travel (<see cref="PackedPages"/>), not expanded:
+    /// a raw payload lying in one piece is checksummed where it is and used from there; an LZ4 payload is decompressed
+    /// into <paramref name="scratch"/> (at least <see cref="UnpackScratchBytes"/>) and checksummed there. The bitmap is
+    /// copied into the scratch's end. <paramref name="pages"/> uses the frame's buffer and the scratch: both must stay
+    /// untouched while it is in use. On failure nothing is handed on.
+    /// </summary>
+    public static bool TryUnpackBatch(in PageFrame frame, Memory<byte> scratch, out PackedPages pages, out PageStreamError error)
+    {
+        if (frame.Kind != PageFrameKind.Batch || !frame.HasData)
+        {
+            throw new ArgumentException($"{frame} carries no pages", nameof(frame));
+        }
+
+        if (scratch.Length < UnpackScratchBytes)
+        {
+            throw new ArgumentException($"unpacking needs {UnpackScratchBytes} bytes of scratch, got {scratch.Length}", nameof(scratch));
+        }
+
+        pages = default;
+        error = default;
+        int u = frame.UncompressedLength;
+        ReadOnlyMemory<byte> nonZero;
+        if (frame.Encoding == PageEncoding.Raw && frame.Payload.IsSingleSegment)
+        {
+            nonZero = frame.Payload.First;
+        }
+        else
+        {
+            var compact = scratch[..u];
+            if (frame.Encoding == PageEncoding.Raw)
+            {
+                frame.Payload.CopyTo(compact.Span);
+            }
+            else if (!TryDecompress(in frame, compact.Span, out error))
+            {
+                return false;
+            }
+
+            nonZero = compact;
+        }
+
+        uint checksum = Crc32C.Finish(Crc32C.Update(frame.MetadataCrcState, nonZero.Span));
+        if (checksum != frame.Checksum)
+        {
+            error = ChecksumMismatch(in frame, checksum);
+            return false;
+        }
+
+        int nr = (int)frame.NrPages;
+        var bitmap = scratch.Slice(PageStreamProtocol.MaxBatchPages * PageSize, (nr + 7) / 8);
+        var bits = bitmap.Span;
+        bits.Clear();
+        for (int i = 0; i < nr; i++)
+        {
+            if (frame.IsZeroPage(i))
+            {
+                bits[i >> 3] |= (byte)(1 << (i & 7));
+            }
+        }
+
+        pages = new PackedPages(frame.NrPages, bitmap, nonZero);
+        return true;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per batch, loops over every page: see the remarks on Crc32C.Update
     private static bool TryExpand(in PageFrame frame, Span<byte> destination, out PageStreamError error)
     {
@@ -270,8 +338,19 @@ public static class PageFrameReader
         }
     }
 
-    private static bool TryParseHeader(ReadOnlySpan<byte> header, out PageFrameKind kind, out uint bodyLength, out PageStreamError error)
+    /// <summary>
+    /// Checks a frame header (the first <see cref="PageStreamProtocol.HeaderLength"/> bytes of <paramref name="header"/>):
+    /// magic, reserved byte, header length, kind, and the body length against the kind's bounds. A reader that reads
+    /// each frame into a buffer of its own learns here how many bytes to read next; <see cref="TryReadFrame"/> then
+    /// parses the whole frame.
+    /// </summary>
+    public static bool TryParseHeader(ReadOnlySpan<byte> header, out PageFrameKind kind, out uint bodyLength, out PageStreamError error)
     {
+        if (header.Length < PageStreamProtocol.HeaderLength)
+        {
+            throw new ArgumentException($"a frame header is {PageStreamProtocol.HeaderLength} bytes, got {header.Length}", nameof(header));
+        }
+
         kind = (PageFrameKind)header[4];
         bodyLength = BinaryPrimitives.ReadUInt32LittleEndian(header[8..]);
         error = default;

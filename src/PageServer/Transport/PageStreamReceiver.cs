@@ -13,28 +13,27 @@ public sealed record PageStreamResult(bool Succeeded, string? MigrationId, ulong
 
 /// <summary>
 /// The target end of a page stream: HELLO names the migration, whose sink (its page store) then receives every
-/// OPEN and BATCH; each ROUND_END is acknowledged only after the sink made the round durable. Three stages overlap:
-/// a fill loop reads the connection ahead into a pipe; the decode loop checks and decodes each frame into one of
-/// <see cref="DecodedBatches"/> page buffers; a store loop makes every sink call, in stream order, and sends the
-/// acknowledgements. Any invalid frame, or a sink refusing what it was given, ends the stream with an ERROR frame
-/// naming the problem.
+/// OPEN and BATCH; each ROUND_END is acknowledged only after the sink made the round durable. Two stages overlap:
+/// the read loop reads each frame whole into a buffer of its own and checks it (a PRESENT batch into one of
+/// <see cref="BatchBuffers"/>, where its pages stay: raw pages are checksummed in place, LZ4 ones decompressed beside
+/// them); a store loop makes every sink call, in stream order, with the pages as they travelled (<see cref="PackedPages"/>:
+/// no zero fill, no copy), returns the buffer, and sends the acknowledgements. Any invalid frame, or a sink refusing
+/// what it was given, ends the stream with an ERROR frame naming the problem.
 /// </summary>
 public static class PageStreamReceiver
 {
     /// <summary>
-    /// Bytes read ahead of decoding: about two maximal frames. More only spreads the copies over memory that has left
-    /// the cache (8 MiB here and in the sender: loopback 1.24-2.15 s per GiB over 5 runs, 2 MiB: 1.24-1.50 s; pages.sh).
+    /// Buffers for PRESENT batches between the read loop and the store loop (each a whole frame and room to decompress
+    /// it, about 2 MiB): one being stored, one waiting, one being read, so neither loop waits on the other's single batch.
+    /// The connection's socket buffer holds what arrives beyond them.
     /// </summary>
-    public const long ReadAheadBytes = 2 << 20;
+    public const int BatchBuffers = 3;
 
-    /// <summary>Room offered to each read of the connection: a whole batch, so most frames lie in one segment and a read drains what the socket holds.</summary>
-    public const int ReadBytes = PageStreamProtocol.MaxFrameLength;
+    /// <summary>Every frame without pages (HELLO, OPEN, a PARENT or LAZY batch, ROUND_END, ERROR, END) fits this.</summary>
+    private const int SmallFrameBytes = PageStreamProtocol.HeaderLength + PageStreamProtocol.ErrorFixedLength + PageStreamProtocol.MaxErrorMessageBytes;
 
-    /// <summary>
-    /// Decoded batches (1 MiB each) between the decode loop and the store loop: one being stored, one waiting, one
-    /// being decoded, so neither loop waits on the other's single batch.
-    /// </summary>
-    public const int DecodedBatches = 3;
+    /// <summary>A batch buffer: the frame, then the scratch for unpacking it.</summary>
+    private const int BatchBufferBytes = PageStreamProtocol.MaxFrameLength + PageFrameReader.UnpackScratchBytes;
 
     private enum StoreKind
     {
@@ -43,8 +42,8 @@ public static class PageStreamReceiver
         RoundEnd,
     }
 
-    /// <summary>One sink call for the store loop, in stream order; Pages with data own one of the page buffers until stored.</summary>
-    private readonly record struct StoreItem(StoreKind Kind, PageTarget Target, ulong Vaddr, uint NrPages, PagemapFlags Flags, byte[]? Buffer, int Length, ulong RoundId);
+    /// <summary>One sink call for the store loop, in stream order; Pages with data own a batch buffer, which <see cref="Packed"/> lies in, until stored.</summary>
+    private readonly record struct StoreItem(StoreKind Kind, PageTarget Target, ulong Vaddr, uint NrPages, PagemapFlags Flags, byte[]? Buffer, PackedPages Packed, ulong RoundId);
 
     /// <summary>What the store loop did, and why it stopped early if it did.</summary>
     private sealed class StoreOutcome
@@ -56,19 +55,17 @@ public static class PageStreamReceiver
 
     public static async Task<PageStreamResult> RunAsync(Stream connection, Func<string, IPageSink> resolve, CancellationToken ct)
     {
-        var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: ReadAheadBytes, resumeWriterThreshold: ReadAheadBytes / 2, useSynchronizationContext: false));
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var fill = FillAsync(connection, pipe.Writer, stop.Token);
         var output = new ArrayBufferWriter<byte>(64);
         using var writer = new PageFrameWriter(output);
-        var reader = pipe.Reader;
-        var work = Channel.CreateBounded<StoreItem>(new BoundedChannelOptions(DecodedBatches) { SingleReader = true, SingleWriter = true });
-        var free = Channel.CreateBounded<byte[]>(DecodedBatches);
-        for (int i = 0; i < DecodedBatches; i++)
+        var work = Channel.CreateBounded<StoreItem>(new BoundedChannelOptions(BatchBuffers) { SingleReader = true, SingleWriter = true });
+        var free = Channel.CreateBounded<byte[]>(BatchBuffers);
+        for (int i = 0; i < BatchBuffers; i++)
         {
-            free.Writer.TryWrite(ArrayPool<byte>.Shared.Rent(PageStreamProtocol.MaxBatchPages * PageFacts.PageSize));
+            free.Writer.TryWrite(ArrayPool<byte>.Shared.Rent(BatchBufferBytes));
         }
 
+        var small = new byte[SmallFrameBytes];
         var stored = new StoreOutcome();
         Task store = Task.CompletedTask;
         string? id = null;
@@ -80,100 +77,119 @@ public static class PageStreamReceiver
         {
             while (error is null && !ended)
             {
-                var result = await reader.ReadAsync(stop.Token).ConfigureAwait(false);
-                var buffer = result.Buffer;
+                int got = await connection.ReadAtLeastAsync(small.AsMemory(0, PageStreamProtocol.HeaderLength), PageStreamProtocol.HeaderLength,
+                    throwOnEndOfStream: false, stop.Token).ConfigureAwait(false);
+                if (got < PageStreamProtocol.HeaderLength)
+                {
+                    error = got == 0 ? "connection closed before END" : $"connection closed inside a frame ({got} bytes left)";
+                    break;
+                }
+
+                if (!PageFrameReader.TryParseHeader(small, out var kind, out uint bodyLength, out var headerError))
+                {
+                    error = $"invalid frame: {headerError.Message}";
+                    break;
+                }
+
+                // The body length is within its kind's bounds (so at most one full batch): a batch with a bitmap carries
+                // present pages and is read into a batch buffer, where they stay until stored.
+                int frameLength = PageStreamProtocol.HeaderLength + (int)bodyLength;
+                byte[]? batch = null;
                 try
                 {
-                    while (error is null && !ended)
+                    var frameBuffer = small;
+                    if (kind == PageFrameKind.Batch && bodyLength > PageStreamProtocol.BatchPrefixLength + PageStreamProtocol.BatchTrailerLength)
                     {
-                        long unread = buffer.Length;
-                        var status = PageFrameReader.TryReadFrame(ref buffer, out var frame, out var frameError);
-                        long frameBytes = unread - buffer.Length;
-                        if (status == PageFrameStatus.Incomplete)
-                        {
+                        batch = await free.Reader.ReadAsync(stop.Token).ConfigureAwait(false);
+                        small.AsSpan(0, PageStreamProtocol.HeaderLength).CopyTo(batch);
+                        frameBuffer = batch;
+                    }
+
+                    got = await connection.ReadAtLeastAsync(frameBuffer.AsMemory(PageStreamProtocol.HeaderLength, (int)bodyLength), (int)bodyLength,
+                        throwOnEndOfStream: false, stop.Token).ConfigureAwait(false);
+                    if (got < bodyLength)
+                    {
+                        error = $"connection closed inside a frame ({PageStreamProtocol.HeaderLength + got} bytes left)";
+                        break;
+                    }
+
+                    var bytes = new ReadOnlySequence<byte>(frameBuffer, 0, frameLength);
+                    if (PageFrameReader.TryReadFrame(ref bytes, out var frame, out var frameError) != PageFrameStatus.Complete)
+                    {
+                        error = $"invalid frame: {frameError.Message}";
+                        break;
+                    }
+
+                    watched?.Frame(frameLength); // HELLO, before which nothing watches, counts itself once resolved
+                    if (sink is null && frame.Kind != PageFrameKind.Hello)
+                    {
+                        error = $"{frame.Kind} before HELLO";
+                        break;
+                    }
+
+                    switch (frame.Kind)
+                    {
+                        case PageFrameKind.Hello when sink is null:
+                            if (frame.ProtocolVersion != PageStreamProtocol.Version)
+                            {
+                                error = $"protocol version {frame.ProtocolVersion}, this agent speaks {PageStreamProtocol.Version}";
+                                break;
+                            }
+
+                            id = frame.MigrationId!;
+                            try
+                            {
+                                sink = resolve(id);
+                            }
+                            catch (Exception ex) when (ex is not OutOfMemoryException)
+                            {
+                                error = ex.Message;
+                                break;
+                            }
+
+                            watched = (sink as IProgressReportingSink)?.Progress;
+                            watched?.Frame(frameLength);
+                            store = StoreLoopAsync(work.Reader, free.Writer, sink, connection, writer, output, stored, watched, stop);
                             break;
-                        }
-
-                        if (status == PageFrameStatus.Invalid)
-                        {
-                            error = $"invalid frame: {frameError.Message}";
+                        case PageFrameKind.Open:
+                            await work.Writer.WriteAsync(new StoreItem(StoreKind.Open, frame.Target, 0, 0, 0, null, default, 0), stop.Token).ConfigureAwait(false);
                             break;
-                        }
+                        case PageFrameKind.Batch when frame.HasData:
+                            if (!PageFrameReader.TryUnpackBatch(frame, batch.AsMemory(PageStreamProtocol.MaxFrameLength), out var packed, out var unpackError))
+                            {
+                                error = $"invalid batch: {unpackError.Message}";
+                                break;
+                            }
 
-                        watched?.Frame(frameBytes); // HELLO, before which nothing watches, counts itself once resolved
-                        if (sink is null && frame.Kind != PageFrameKind.Hello)
-                        {
-                            error = $"{frame.Kind} before HELLO";
+                            watched?.Pages(frame.NrPages, frame.ZeroPageCount);
+                            var item = new StoreItem(StoreKind.Pages, frame.Target, frame.Vaddr, frame.NrPages, frame.Flags, batch, packed, 0);
+                            batch = null; // the store loop's now, also when the write below is canceled (the channel is drained)
+                            await work.Writer.WriteAsync(item, stop.Token).ConfigureAwait(false);
                             break;
-                        }
-
-                        switch (frame.Kind)
-                        {
-                            case PageFrameKind.Hello when sink is null:
-                                if (frame.ProtocolVersion != PageStreamProtocol.Version)
-                                {
-                                    error = $"protocol version {frame.ProtocolVersion}, this agent speaks {PageStreamProtocol.Version}";
-                                    break;
-                                }
-
-                                id = frame.MigrationId!;
-                                try
-                                {
-                                    sink = resolve(id);
-                                }
-                                catch (Exception ex) when (ex is not OutOfMemoryException)
-                                {
-                                    error = ex.Message;
-                                    break;
-                                }
-
-                                watched = (sink as IProgressReportingSink)?.Progress;
-                                watched?.Frame(frameBytes);
-                                store = StoreLoopAsync(work.Reader, free.Writer, sink, connection, writer, output, stored, watched, stop);
-                                break;
-                            case PageFrameKind.Open:
-                                await work.Writer.WriteAsync(new StoreItem(StoreKind.Open, frame.Target, 0, 0, 0, null, 0, 0), stop.Token).ConfigureAwait(false);
-                                break;
-                            case PageFrameKind.Batch:
-                                byte[]? pages = frame.HasData ? await free.Reader.ReadAsync(stop.Token).ConfigureAwait(false) : null;
-                                if (pages is not null && !PageFrameReader.TryDecodeBatch(frame, pages.AsSpan(0, frame.DecodedLength), out var decodeError))
-                                {
-                                    free.Writer.TryWrite(pages);
-                                    error = $"invalid batch: {decodeError.Message}";
-                                    break;
-                                }
-
-                                if (pages is not null)
-                                {
-                                    watched?.Pages(frame.NrPages, frame.ZeroPageCount);
-                                }
-
-                                await work.Writer.WriteAsync(new StoreItem(StoreKind.Pages, frame.Target, frame.Vaddr, frame.NrPages, frame.Flags, pages, frame.DecodedLength, 0), stop.Token).ConfigureAwait(false);
-                                break;
-                            case PageFrameKind.RoundEnd:
-                                watched?.RoundEnded(frame.RoundId);
-                                await work.Writer.WriteAsync(new StoreItem(StoreKind.RoundEnd, default, 0, 0, 0, null, 0, frame.RoundId), stop.Token).ConfigureAwait(false);
-                                break;
-                            case PageFrameKind.End:
-                                ended = true;
-                                break;
-                            case PageFrameKind.Error:
-                                error = $"source ended the stream: {frame.ErrorMessage}";
-                                break;
-                            default:
-                                error = $"unexpected {frame.Kind} frame";
-                                break;
-                        }
+                        case PageFrameKind.Batch:
+                            await work.Writer.WriteAsync(new StoreItem(StoreKind.Pages, frame.Target, frame.Vaddr, frame.NrPages, frame.Flags, null, default, 0), stop.Token).ConfigureAwait(false);
+                            break;
+                        case PageFrameKind.RoundEnd:
+                            watched?.RoundEnded(frame.RoundId);
+                            await work.Writer.WriteAsync(new StoreItem(StoreKind.RoundEnd, default, 0, 0, 0, null, default, frame.RoundId), stop.Token).ConfigureAwait(false);
+                            break;
+                        case PageFrameKind.End:
+                            ended = true;
+                            break;
+                        case PageFrameKind.Error:
+                            error = $"source ended the stream: {frame.ErrorMessage}";
+                            break;
+                        default:
+                            error = $"unexpected {frame.Kind} frame";
+                            break;
                     }
                 }
                 finally
                 {
-                    reader.AdvanceTo(buffer.Start, buffer.End);
-                }
-
-                if (!ended && result.IsCompleted && error is null)
-                {
-                    error = buffer.IsEmpty ? "connection closed before END" : $"connection closed inside a frame ({buffer.Length} bytes left)";
+                    if (batch is not null)
+                    {
+                        free.Writer.TryWrite(batch);
+                    }
                 }
             }
 
@@ -187,7 +203,7 @@ public static class PageStreamReceiver
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException && !ct.IsCancellationRequested)
         {
-            // A failed store loop cancels the decode loop: its reason, not the cancellation, is the error.
+            // A failed store loop cancels the read loop: its reason, not the cancellation, is the error.
             error ??= stored.Error ?? (ex is IOException && sink is not null ? ex.Message : $"connection failed: {ex.Message}");
         }
         finally
@@ -203,21 +219,18 @@ public static class PageStreamReceiver
                 await TrySendErrorAsync(connection, writer, output, error).ConfigureAwait(false);
             }
 
-            while (free.Reader.TryRead(out var b))
-            {
-                ArrayPool<byte>.Shared.Return(b);
-            }
-
             while (work.Reader.TryRead(out var left))
             {
                 if (left.Buffer is { } b)
                 {
-                    ArrayPool<byte>.Shared.Return(b);
+                    free.Writer.TryWrite(b);
                 }
             }
 
-            await reader.CompleteAsync().ConfigureAwait(false);
-            await fill.ConfigureAwait(false);
+            while (free.Reader.TryRead(out var b))
+            {
+                ArrayPool<byte>.Shared.Return(b);
+            }
         }
 
         return error is null
@@ -248,10 +261,12 @@ public static class PageStreamReceiver
                             case StoreKind.Open:
                                 await sink.OpenAsync(item.Target, stop.Token).ConfigureAwait(false);
                                 break;
+                            case StoreKind.Pages when item.Buffer is not null:
+                                await sink.WritePackedPagesAsync(item.Target, item.Vaddr, item.Flags, item.Packed, stop.Token).ConfigureAwait(false);
+                                stored.Pages += item.NrPages;
+                                break;
                             case StoreKind.Pages:
-                                var data = item.Buffer is { } b ? new ReadOnlySequence<byte>(b, 0, item.Length) : ReadOnlySequence<byte>.Empty;
-                                await sink.WritePagesAsync(item.Target, item.Vaddr, item.NrPages, item.Flags, data, stop.Token).ConfigureAwait(false);
-                                stored.Pages += item.Buffer is null ? 0 : item.NrPages;
+                                await sink.WritePagesAsync(item.Target, item.Vaddr, item.NrPages, item.Flags, ReadOnlySequence<byte>.Empty, stop.Token).ConfigureAwait(false);
                                 break;
                             case StoreKind.RoundEnd:
                                 await sink.CompleteRoundAsync(stop.Token).ConfigureAwait(false);
@@ -281,35 +296,6 @@ public static class PageStreamReceiver
         {
             stored.Error = ex.Message;
             stop.Cancel();
-        }
-    }
-
-    private static async Task FillAsync(Stream connection, PipeWriter writer, CancellationToken ct)
-    {
-        try
-        {
-            while (true)
-            {
-                var memory = writer.GetMemory(ReadBytes);
-                int n = await connection.ReadAsync(memory, ct).ConfigureAwait(false);
-                if (n == 0)
-                {
-                    break;
-                }
-
-                writer.Advance(n);
-                var flush = await writer.FlushAsync(ct).ConfigureAwait(false);
-                if (flush.IsCompleted)
-                {
-                    break;
-                }
-            }
-
-            await writer.CompleteAsync().ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
-        {
-            await writer.CompleteAsync(ex is OperationCanceledException ? null : ex).ConfigureAwait(false);
         }
     }
 

@@ -22,7 +22,7 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
 {
     /// <summary>
     /// Encoded bytes buffered ahead of the link: two batches, so compression never waits on one send. More only spreads
-    /// the copies over memory that has left the cache (see <see cref="PageStreamReceiver.ReadAheadBytes"/>).
+    /// the copies over memory that has left the cache (the receiver likewise holds only a few batches, <see cref="PageStreamReceiver.BatchBuffers"/>).
     /// </summary>
     public const long PauseWriterBytes = 2 << 20;
 

@@ -295,15 +295,6 @@ public sealed class PageStoreTests : IDisposable
     }
 
     /// <summary>Bytes the file system allocated for <paramref name="path"/> (st_blocks, in 512-byte units).</summary>
-    private static long AllocatedBytes(string path)
-    {
-        var psi = new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%b", path]) { RedirectStandardOutput = true, UseShellExecute = false };
-        using var p = System.Diagnostics.Process.Start(psi)!;
-        string output = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        return long.Parse(output.Trim(), System.Globalization.CultureInfo.InvariantCulture) * 512;
-    }
-
     [Fact]
     public async Task MaxBytes_RefusesTheRunAndKeepsWhatWasThere()
     {

@@ -104,6 +104,38 @@ internal static class PageData
         }
     }
 
+    /// <summary>Bytes of disk (or page cache) a file takes: holes take none (stat's %b, in 512-byte blocks).</summary>
+    public static long AllocatedBytes(string path)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%b", path]) { RedirectStandardOutput = true, UseShellExecute = false };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return long.Parse(output.Trim(), System.Globalization.CultureInfo.InvariantCulture) * 512;
+    }
+
+    /// <summary><paramref name="run"/> in the page stream's form: its zero pages in a bitmap, the others back to back.</summary>
+    public static PackedPages Pack(byte[] run)
+    {
+        int nr = run.Length / Page;
+        var bitmap = new byte[(nr + 7) / 8];
+        var nonZero = new List<byte>();
+        for (int i = 0; i < nr; i++)
+        {
+            var page = run.AsSpan(i * Page, Page);
+            if (page.ContainsAnyExcept((byte)0))
+            {
+                nonZero.AddRange(page.ToArray());
+            }
+            else
+            {
+                bitmap[i / 8] |= (byte)(1 << (i % 8));
+            }
+        }
+
+        return new PackedPages((uint)nr, bitmap, nonZero.ToArray());
+    }
+
     /// <summary>Reads back a written target: its pagemap and its pages file.</summary>
     public static (PagemapImage Pagemap, byte[] Pages) ReadImages(string dir, PageTarget target)
     {

@@ -77,6 +77,78 @@ public sealed class PageStreamReceiverTests : IDisposable
         Assert.True(p.Rounds.All(r => r.Ms >= 300), "each round took the sink's 300 ms to become durable");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task MixedPages_RawOrLz4_ReachTheStoreExactly_NewestCopyWinning(bool compress)
+    {
+        // Straight into a real store (its packed path): zero pages, text-like pages (which LZ4 shrinks), random ones,
+        // an all-zero batch, a one-page batch that compresses to a few bytes, and a second round over part of the first.
+        var (source, target) = Pair();
+        using var store = new PageStore(_tmp.Sub("store"));
+        var receiving = PageStreamReceiver.RunAsync(target, _ => store, CancellationToken.None);
+        var random = new Random(7);
+        byte[] Mixed(ulong va, int nr, int version)
+        {
+            var run = PageData.Make(va, nr, version);
+            for (int i = 0; i < nr; i++)
+            {
+                var page = run.AsSpan(i * Page, Page);
+                switch ((i + version) % 4)
+                {
+                    case 0:
+                        page.Clear();
+                        break;
+                    case 1:
+                        "the quick brown fox jumps over the lazy dog "u8.ToArray().AsSpan().CopyTo(page[16..]);
+                        page[60..].Fill((byte)'x');
+                        break;
+                    case 2:
+                        random.NextBytes(page[16..]);
+                        break;
+                }
+            }
+
+            return run;
+        }
+
+        var expected = new byte[600 * Page];
+        await using (var sender = new PageStreamSender(source, "m-7", new PageFrameWriterOptions(disableCompression: !compress)))
+        {
+            await sender.OpenAsync(Pid1, CancellationToken.None);
+            async Task Send(int first, int nr, int version, bool zero = false)
+            {
+                ulong va = Base + ((ulong)first * Page);
+                var run = zero ? new byte[nr * Page] : Mixed(va, nr, version);
+                run.CopyTo(expected, first * Page);
+                await sender.WritePagesAsync(Pid1, va, (uint)nr, PagemapFlags.Present, new ReadOnlySequence<byte>(run), CancellationToken.None);
+            }
+
+            await Send(0, 500, 1);
+            await Send(500, 40, 1, zero: true);
+            var tiny = new byte[Page];
+            tiny[100] = 1;
+            tiny.CopyTo(expected, 540 * Page);
+            await sender.WritePagesAsync(Pid1, Base + (540UL * Page), 1, PagemapFlags.Present, new ReadOnlySequence<byte>(tiny), CancellationToken.None);
+            await Send(541, 59, 1);
+            await sender.CompleteRoundAsync(CancellationToken.None).AsTask().WaitAsync(Limit);
+            await Send(100, 300, 2);
+            await sender.CompleteRoundAsync(CancellationToken.None).AsTask().WaitAsync(Limit);
+            await sender.FinishAsync(CancellationToken.None).WaitAsync(Limit);
+            Assert.Equal(compress, sender.Stats.CompressedBatches > 0);
+        }
+
+        var result = await receiving.WaitAsync(Limit);
+        Assert.True(result.Succeeded, result.Error);
+        Assert.Equal((900UL, 2), (result.Pages, result.Rounds));
+        var dest = new byte[600 * Page];
+        Assert.Equal(600, store.ReadPages(Pid1, Base, 600, dest));
+        for (int i = 0; i < 600; i++)
+        {
+            Assert.True(dest.AsSpan(i * Page, Page).SequenceEqual(expected.AsSpan(i * Page, Page)), $"page {i} differs");
+        }
+    }
+
     [Fact]
     public async Task Progress_CountsZeroPagesAndCompression_PerRound()
     {
