@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.IO.Pipelines;
 using System.Threading.Channels;
 using Migration.Engine.Images;
 using Migration.PageServer.Pages;
@@ -241,7 +240,7 @@ public static class PageStreamReceiver
     /// <summary>
     /// Makes the sink calls in stream order and acknowledges each round once the sink made it durable. A sink refusing
     /// what the peer sent (limits, order, ranges) or failing to store it ends the stream: the reason goes into
-    /// <paramref name="stored"/> and the decode loop is stopped. Never throws.
+    /// <paramref name="stored"/> and the read loop is stopped. Never throws.
     /// </summary>
     private static async Task StoreLoopAsync(
         ChannelReader<StoreItem> work, ChannelWriter<byte[]> free, IPageSink sink, Stream connection, PageFrameWriter writer, ArrayBufferWriter<byte> output,
@@ -289,7 +288,7 @@ public static class PageStreamReceiver
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
-            // The decode loop ended the stream (its error, or the caller's cancellation, is the reason).
+            // The read loop ended the stream (its error, or the caller's cancellation, is the reason).
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException or ArgumentException
             or Store.PageStoreFullException or UnauthorizedAccessException or ObjectDisposedException)
