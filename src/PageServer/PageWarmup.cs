@@ -26,7 +26,10 @@ public static partial class PageWarmup
 {
     /// <summary>Set to 0, the warm-up is skipped (for measuring what it saves).</summary>
     public const string SwitchVariable = "MIGRATE_PAGE_WARMUP";
-    private const int Pages = 48;
+    private const int Pages = 96;
+
+    /// <summary>The dump's second run: small enough for the store's write buffer, while the first is written from where it is.</summary>
+    private const int SmallRunPages = 8;
     private const ulong Vaddr = 0x7f00_0000_0000;
 
     /// <summary>
@@ -119,7 +122,7 @@ public static partial class PageWarmup
         attachment.ComposeImages(images, ct);
     }
 
-    /// <summary>As <c>criu dump --page-server</c> with ps-socket: OPEN2, one run of mixed pages, FORCE_CLOSE, each answer awaited.</summary>
+    /// <summary>As <c>criu dump --page-server</c> with ps-socket: OPEN2, two runs of mixed pages, FORCE_CLOSE, each answer awaited.</summary>
     private static async Task PlayCriuDumpAsync(NetworkStream criu, CancellationToken ct)
     {
         var task = new PageTarget(1, PageImageType.Pid);
@@ -128,7 +131,6 @@ public static partial class PageWarmup
         await criu.WriteAsync(message.AsMemory(0, PageServerIov.Size), ct).ConfigureAwait(false);
         await criu.ReadExactlyAsync(new byte[1], ct).ConfigureAwait(false);
 
-        PageServerIov.Create(PageServerCommand.AddF, PagemapFlags.Present, Pages, Vaddr, task.DstId).Write(message);
         var data = message.AsSpan(PageServerIov.Size);
         for (int i = 0; i < Pages; i++)
         {
@@ -144,7 +146,15 @@ public static partial class PageWarmup
             }
         }
 
-        await criu.WriteAsync(message, ct).ConfigureAwait(false);
+        // Two runs, as a dump sends them: a large one and, past a gap, a small one.
+        const int large = Pages - SmallRunPages;
+        var header = new byte[PageServerIov.Size];
+        PageServerIov.Create(PageServerCommand.AddF, PagemapFlags.Present, large, Vaddr, task.DstId).Write(header);
+        await criu.WriteAsync(header, ct).ConfigureAwait(false);
+        await criu.WriteAsync(message.AsMemory(PageServerIov.Size, large * PageFacts.PageSize), ct).ConfigureAwait(false);
+        PageServerIov.Create(PageServerCommand.AddF, PagemapFlags.Present, SmallRunPages, Vaddr + (2UL * large * PageFacts.PageSize), task.DstId).Write(header);
+        await criu.WriteAsync(header, ct).ConfigureAwait(false);
+        await criu.WriteAsync(message.AsMemory(PageServerIov.Size + (large * PageFacts.PageSize)), ct).ConfigureAwait(false);
         PageServerIov.Create(PageServerCommand.ForceClose, 0, 0, 0, 0).Write(message);
         await criu.WriteAsync(message.AsMemory(0, PageServerIov.Size), ct).ConfigureAwait(false);
         await criu.ReadExactlyAsync(new byte[sizeof(int)], ct).ConfigureAwait(false);

@@ -9,9 +9,55 @@ using Xunit;
 
 namespace Migration.PageServer.Tests.Transport;
 
-/// <summary>The source end of the page stream over a real socket pair, against a target that goes away.</summary>
-public sealed class PageStreamSenderTests
+/// <summary>The source end of the page stream over a real socket pair, into a real receiver and store or against a target that goes away.</summary>
+public sealed class PageStreamSenderTests : IDisposable
 {
+    private readonly TempDirectory _tmp = new("sender");
+
+    public void Dispose() => _tmp.Dispose();
+
+    [Theory]
+    [InlineData(1000)] // every page straddles segments
+    [InlineData(4096 * 3)] // pages lie whole in segments
+    public async Task Raw_PagesAcrossSegments_ArriveExactlyAsTheyWere(int segmentBytes)
+    {
+        var (a, b) = Engine.Native.SocketPair.Connected();
+        using var store = new Migration.PageServer.Store.PageStore(_tmp.Sub($"store-{segmentBytes}"));
+        var receiving = PageStreamReceiver.RunAsync(new NetworkStream(b, ownsSocket: true), _ => store, CancellationToken.None);
+        const int nr = 600; // three batches, the last partial
+        var run = PageData.Make(Base, nr, 1);
+        int zero = 0;
+        for (int i = 0; i < nr; i++)
+        {
+            if (i % 3 == 0 || (i >= 300 && i < 340))
+            {
+                Array.Clear(run, i * PageFacts.PageSize, PageFacts.PageSize);
+                zero++;
+            }
+        }
+
+        PageStreamStats stats;
+        await using (var sender = new PageStreamSender(new NetworkStream(a, ownsSocket: true), "m-2", new PageFrameWriterOptions(disableCompression: true)))
+        {
+            await sender.OpenAsync(Pid1, CancellationToken.None);
+            await sender.WritePagesAsync(Pid1, Base, nr, PagemapFlags.Present, PageData.Segmented(run, segmentBytes), CancellationToken.None);
+            await sender.WritePagesAsync(Pid1, Base + (1000UL * PageFacts.PageSize), 5, PagemapFlags.Lazy, ReadOnlySequence<byte>.Empty, CancellationToken.None);
+            await sender.CompleteRoundAsync(CancellationToken.None).AsTask().WaitAsync(Limit);
+            await sender.FinishAsync(CancellationToken.None).WaitAsync(Limit);
+            stats = sender.Stats;
+        }
+
+        var result = await receiving.WaitAsync(Limit);
+        Assert.True(result.Succeeded, result.Error);
+        Assert.Equal(((ulong)nr, 1), (result.Pages, result.Rounds)); // pages with data
+        Assert.Equal((nr, zero, 3), (stats.Pages, stats.ZeroPages, stats.Batches));
+        Assert.InRange(stats.WireBytes, (nr - zero) * (long)PageFacts.PageSize, ((nr - zero) * (long)PageFacts.PageSize) + 400);
+        var dest = new byte[nr * PageFacts.PageSize];
+        Assert.Equal(nr, store.ReadPages(Pid1, Base, nr, dest));
+        Assert.Equal(run, dest);
+        Assert.Equal(0, store.ReadPages(Pid1, Base + (1000UL * PageFacts.PageSize), 5, dest)); // lazy: marked, no data
+    }
+
     private const ulong Base = 0x7f0000000000;
     private static readonly PageTarget Pid1 = new(1, PageImageType.Pid);
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
