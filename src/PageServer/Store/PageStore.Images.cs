@@ -39,6 +39,12 @@ public sealed partial class PageStore
 
             FlushBuffer();
             var targets = _targets.Values.OrderBy(t => t.Target.Type).ThenBy(t => t.Target.Id).ToArray();
+            foreach (var t in targets)
+            {
+                // A data file may become a pages image: it takes no more disk than its pages.
+                ReleaseReserve(t);
+            }
+
             if (targets.Length > 0 && firstPagesId > uint.MaxValue - (uint)(targets.Length - 1))
             {
                 throw new ArgumentOutOfRangeException(nameof(firstPagesId), $"pages ids from {firstPagesId} for {targets.Length} targets overflow 32 bits");

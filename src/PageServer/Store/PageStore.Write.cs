@@ -9,6 +9,11 @@ namespace Migration.PageServer.Store;
 /// <summary>The receiving side: runs into the data files and the index, rounds made durable.</summary>
 public sealed partial class PageStore
 {
+    /// <summary>Preallocation steps (<see cref="Reserve"/>): as much again as the data file holds, within these bounds.</summary>
+    internal const long MinPreallocateBytes = 1 << 20;
+
+    internal const long MaxPreallocateBytes = 64 << 20;
+
     /// <summary>Pieces one gathering write takes at most (well below IOV_MAX, 1024).</summary>
     private const int MaxGather = 256;
 
@@ -510,6 +515,7 @@ public sealed partial class PageStore
             if (endsInHole)
             {
                 FlushGather(t);
+                Unreserve(t, position, bytes);
                 _gatherOffset = position + bytes;
             }
             else if (zero)
@@ -610,6 +616,7 @@ public sealed partial class PageStore
             {
                 // [written, zeroStart) is data (with zero stretches too short to skip); [zeroStart, i) stays a hole.
                 WriteStretch(t, run, runOffset, written, zeroStart);
+                Unreserve(t, runOffset + ((long)zeroStart * PageSize), (long)(i - zeroStart) * PageSize);
                 written = i;
             }
 
@@ -691,6 +698,13 @@ public sealed partial class PageStore
     {
         try
         {
+            long bytes = 0;
+            foreach (var piece in gather)
+            {
+                bytes += piece.Length;
+            }
+
+            Reserve(t, offset, offset + bytes);
             RandomAccess.Write(t.File.SafeFileHandle, gather, offset);
             t.Dirty = true;
         }
@@ -708,6 +722,7 @@ public sealed partial class PageStore
     {
         try
         {
+            Reserve(t, offset, offset + bytes.Length);
             RandomAccess.Write(t.File.SafeFileHandle, bytes, offset);
             t.Dirty = true;
         }
@@ -715,6 +730,71 @@ public sealed partial class PageStore
         {
             throw;
         }
+    }
+
+    /// <summary>
+    /// Before a write of [<paramref name="offset"/>, <paramref name="end"/>) in <paramref name="t"/>'s data file: where preallocation pays
+    /// (<see cref="FileSpace"/>), makes sure the space up to there is allocated, taking as much again as the file holds
+    /// (at least <see cref="MinPreallocateBytes"/>, at most <see cref="MaxPreallocateBytes"/>) so that a growing file asks
+    /// rarely and a small one takes little. A refusal (disk full, not supported) only ends preallocation: the write
+    /// itself then says whether the space is there.
+    /// </summary>
+    private void Reserve(TargetData t, long offset, long end)
+    {
+        if (!_preallocate || end <= t.Allocated)
+        {
+            return;
+        }
+
+        // Never before the write: what lies between is a hole (nothing was written there) and stays one.
+        long from = Math.Max(t.Allocated, offset);
+        long to = Math.Max(end, from + Math.Clamp(from, MinPreallocateBytes, MaxPreallocateBytes));
+        if (FileSpace.TryAllocate(t.File.SafeFileHandle, from, to - from))
+        {
+            t.Allocated = to;
+        }
+        else
+        {
+            _preallocate = false;
+        }
+    }
+
+    /// <summary>
+    /// A hole left in <paramref name="t"/>'s data file at [offset, offset + length): space preallocated there is given
+    /// back, so a hole takes no disk. The file is extended over the hole first (the run it is in reaches past it anyway):
+    /// ext4 punches nothing past the end of a file.
+    /// </summary>
+    private void Unreserve(TargetData t, long offset, long length)
+    {
+        if (offset >= t.Allocated)
+        {
+            return;
+        }
+
+        long end = offset + length;
+        if (RandomAccess.GetLength(t.File.SafeFileHandle) < end)
+        {
+            ExtendTo(t, end);
+        }
+
+        _ = FileSpace.TryPunch(t.File.SafeFileHandle, offset, Math.Min(length, t.Allocated - offset));
+    }
+
+    /// <summary>Gives back the space preallocated past the end of <paramref name="t"/>'s data (truncating to its own length does that).</summary>
+    private static void ReleaseReserve(TargetData t)
+    {
+        if (t.Allocated == 0)
+        {
+            return;
+        }
+
+        long length = RandomAccess.GetLength(t.File.SafeFileHandle);
+        if (t.Allocated > length)
+        {
+            RandomAccess.SetLength(t.File.SafeFileHandle, length);
+        }
+
+        t.Allocated = 0;
     }
 
     /// <summary>

@@ -17,7 +17,9 @@ namespace Migration.PageServer.Store;
 /// a lazy or parent mark). Superseded copies stay in the file (append-only; counted in <see cref="PageStoreStats.BytesStored"/>)
 /// until <see cref="Dispose"/> deletes the data files. Incoming pages are gathered into one write buffer per store
 /// (<see cref="PageStoreOptions.WriteBufferBytes"/>) and appended with large writes; a run of at least
-/// <see cref="DirectWriteBytes"/> is written from where it is, together with what the buffer holds (one pwritev).</para>
+/// <see cref="DirectWriteBytes"/> is written from where it is, together with what the buffer holds (one pwritev). On ext4 a
+/// data file gets its disk space ahead of the writes (<see cref="FileSpace"/>: as much again as it holds, 1-64 MiB at a
+/// time); holes are punched out of it, and what is left past the end is given back when the images are written.</para>
 /// <para>Threads: the <see cref="IPageSink"/> calls come from one caller at a time (the interface's contract).
 /// <see cref="ReadPages"/> and <see cref="Stats"/> may be called from any thread at any time, concurrently with
 /// the sink calls and with each other: one lock serializes them (reads see every page whose
@@ -58,6 +60,9 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
     private readonly Dictionary<PageTarget, TargetData> _targets = [];
     private readonly byte[] _buffer;
 
+    /// <summary>Whether data files get their space ahead of the writes (<see cref="FileSpace"/>); off for good once the filesystem refuses.</summary>
+    private bool _preallocate;
+
     /// <summary>The memory one gathering write takes: the buffered bytes and a run's segments (reused: no allocation per write).</summary>
     private readonly List<ReadOnlyMemory<byte>> _gather = new(4);
 
@@ -89,6 +94,7 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
         Directory.CreateDirectory(_directory);
         _logger = logger ?? NullLogger<PageStore>.Instance;
         _buffer = GC.AllocateUninitializedArray<byte>(_options.WriteBufferBytes);
+        _preallocate = FileSpace.PaysOff(_directory);
     }
 
     /// <summary>Named points where tests inject a failure (garnet's ExceptionInjectionHelper): the hook throws.</summary>

@@ -58,6 +58,9 @@ internal sealed class TargetData : IDisposable
     /// <summary>Page number of the last page appended (meaningful once <see cref="DataPages"/> &gt; 0).</summary>
     public ulong LastAppendedPage { get; set; }
 
+    /// <summary>End of the data file's preallocated space (<see cref="FileSpace"/>); 0 when none.</summary>
+    public long Allocated { get; set; }
+
     /// <summary>Written since the last fsync.</summary>
     public bool Dirty { get; set; }
 

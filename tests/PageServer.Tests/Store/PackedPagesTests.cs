@@ -96,8 +96,51 @@ public sealed class PackedPagesTests : IDisposable
         await store.CompleteRoundAsync(None);
 
         Assert.Equal(256L * Page, new FileInfo(data).Length);
-        Assert.True(AllocatedBytes(data) <= 64L * Page, $"{AllocatedBytes(data)} bytes allocated for 56 pages of data");
         Assert.Equal(run, File.ReadAllBytes(data));
+
+        // As the pages image (space preallocated past the end is given back then): the holes take no disk.
+        string images = _tmp.Sub($"images-{Guid.NewGuid():N}");
+        Assert.True(Assert.Single(store.WriteImages(images)).Moved);
+        var (_, pages) = ReadImages(images, Pid1);
+        Assert.Equal(run, pages);
+        string image = Directory.GetFiles(images, "pages-*.img").Single();
+        Assert.True(AllocatedBytes(image) <= 64L * Page, $"{AllocatedBytes(image)} bytes allocated for 56 pages of data");
+    }
+
+    [Fact]
+    public async Task DataFiles_GetTheirSpaceAhead_OnExt4_AndGiveBackWhatTheyDidNotUse()
+    {
+        using var store = NewStore();
+        string data = Path.Combine(store.DataDirectory, "pid-1.data");
+        await store.WritePackedPagesAsync(Pid1, Base, PagemapFlags.Present, Pack(Make(Base, 100, 1)), None);
+        await store.CompleteRoundAsync(None);
+
+        bool ext4 = FileSystemType(store.DataDirectory) == "ext2/ext3";
+        long allocated = AllocatedBytes(data);
+        if (ext4)
+        {
+            Assert.True(allocated >= PageStore.MinPreallocateBytes, $"{allocated} bytes allocated for 100 pages: nothing ahead");
+        }
+        else
+        {
+            Assert.True(allocated <= 104L * Page, $"{allocated} bytes allocated for 100 pages on {FileSystemType(store.DataDirectory)}");
+        }
+
+        string images = _tmp.Sub($"images-{Guid.NewGuid():N}");
+        store.WriteImages(images);
+        string image = Directory.GetFiles(images, "pages-*.img").Single();
+        Assert.Equal(100L * Page, new FileInfo(image).Length);
+        Assert.InRange(AllocatedBytes(image), 100L * Page, 104L * Page); // exactly its pages
+    }
+
+    /// <summary>stat -f's name of the filesystem type (ext4 reports as "ext2/ext3").</summary>
+    private static string FileSystemType(string path)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("stat", ["-f", "-c", "%T", path]) { RedirectStandardOutput = true, UseShellExecute = false };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd().Trim();
+        p.WaitForExit();
+        return output;
     }
 
     [Fact]
