@@ -777,6 +777,7 @@ public sealed partial class PageStore
             ExtendTo(t, end);
         }
 
+        // A refusal only leaves the hole's preallocated blocks allocated until the file goes: they read as zeros all the same.
         _ = FileSpace.TryPunch(t.File.SafeFileHandle, offset, Math.Min(length, t.Allocated - offset));
     }
 
