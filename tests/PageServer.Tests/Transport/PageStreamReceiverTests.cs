@@ -115,13 +115,13 @@ public sealed class PageStreamReceiverTests : IDisposable
         var expected = new byte[600 * Page];
         await using (var sender = new PageStreamSender(source, "m-7", new PageFrameWriterOptions(disableCompression: !compress)))
         {
-            await sender.OpenAsync(Pid1, CancellationToken.None);
+            await sender.OpenAsync(Pid1, CancellationToken.None).AsTask().WaitAsync(Limit);
             async Task Send(int first, int nr, int version, bool zero = false)
             {
                 ulong va = Base + ((ulong)first * Page);
                 var run = zero ? new byte[nr * Page] : Mixed(va, nr, version);
                 run.CopyTo(expected, first * Page);
-                await sender.WritePagesAsync(Pid1, va, (uint)nr, PagemapFlags.Present, new ReadOnlySequence<byte>(run), CancellationToken.None);
+                await sender.WritePagesAsync(Pid1, va, (uint)nr, PagemapFlags.Present, new ReadOnlySequence<byte>(run), CancellationToken.None).AsTask().WaitAsync(Limit);
             }
 
             await Send(0, 500, 1);
@@ -129,7 +129,7 @@ public sealed class PageStreamReceiverTests : IDisposable
             var tiny = new byte[Page];
             tiny[100] = 1;
             tiny.CopyTo(expected, 540 * Page);
-            await sender.WritePagesAsync(Pid1, Base + (540UL * Page), 1, PagemapFlags.Present, new ReadOnlySequence<byte>(tiny), CancellationToken.None);
+            await sender.WritePagesAsync(Pid1, Base + (540UL * Page), 1, PagemapFlags.Present, new ReadOnlySequence<byte>(tiny), CancellationToken.None).AsTask().WaitAsync(Limit);
             await Send(541, 59, 1);
             await sender.CompleteRoundAsync(CancellationToken.None).AsTask().WaitAsync(Limit);
             await Send(100, 300, 2);

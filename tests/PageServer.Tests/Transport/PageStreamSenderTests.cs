@@ -39,9 +39,9 @@ public sealed class PageStreamSenderTests : IDisposable
         PageStreamStats stats;
         await using (var sender = new PageStreamSender(new NetworkStream(a, ownsSocket: true), "m-2", new PageFrameWriterOptions(disableCompression: true)))
         {
-            await sender.OpenAsync(Pid1, CancellationToken.None);
-            await sender.WritePagesAsync(Pid1, Base, nr, PagemapFlags.Present, PageData.Segmented(run, segmentBytes), CancellationToken.None);
-            await sender.WritePagesAsync(Pid1, Base + (1000UL * PageFacts.PageSize), 5, PagemapFlags.Lazy, ReadOnlySequence<byte>.Empty, CancellationToken.None);
+            await sender.OpenAsync(Pid1, CancellationToken.None).AsTask().WaitAsync(Limit);
+            await sender.WritePagesAsync(Pid1, Base, nr, PagemapFlags.Present, PageData.Segmented(run, segmentBytes), CancellationToken.None).AsTask().WaitAsync(Limit);
+            await sender.WritePagesAsync(Pid1, Base + (1000UL * PageFacts.PageSize), 5, PagemapFlags.Lazy, ReadOnlySequence<byte>.Empty, CancellationToken.None).AsTask().WaitAsync(Limit);
             await sender.CompleteRoundAsync(CancellationToken.None).AsTask().WaitAsync(Limit);
             await sender.FinishAsync(CancellationToken.None).WaitAsync(Limit);
             stats = sender.Stats;
