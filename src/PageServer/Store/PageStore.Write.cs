@@ -18,7 +18,7 @@ public sealed partial class PageStore
     private const int MaxGather = 256;
 
     /// <summary>
-    /// Bytes one write of a packed run takes at most: 128 KiB. The kernel sizes the page-cache folios it allocates by
+    /// Bytes one write of a run taken from where it is takes at most: 128 KiB. The kernel sizes the page-cache folios it allocates by
     /// the write, and on this kind of VM (free pages handed back to the host) large folios come from memory the host
     /// must fault in again: writing 700 MiB into a new file after 2 s of quiet took 1.05-1.81 s in 1 MiB pwritevs and
     /// 0.27-0.29 s in 128 KiB ones, the same bytes from the same 4 KiB pieces (a C loop, 2 runs each, alternating).
@@ -362,7 +362,9 @@ public sealed partial class PageStore
         if (data.IsPacked)
         {
             // In place: every zero page is written (a hole cannot be left where an older copy lies).
-            WritePackedRun(t, data.Packed, offset, holes: false);
+            BeginRun(t, offset);
+            GatherPacked(t, data.Packed, offset, holes: false);
+            EndRun(t);
             return;
         }
 
@@ -376,8 +378,8 @@ public sealed partial class PageStore
     /// <summary>
     /// Appends the run's bytes at the end of <paramref name="t"/>'s data (the caller advances <see cref="TargetData.DataPages"/>).
     /// Small runs are gathered in the write buffer; a run of at least <see cref="DirectWriteBytes"/> is written from
-    /// where it is, in one gathering write with whatever the buffer holds before it (copying it would cost more than
-    /// the system call it could save).
+    /// where it is, in gathering writes that start with whatever the buffer holds before it (copying it would cost more
+    /// than the system call it could save), leaving long stretches of zero pages as holes.
     /// </summary>
     private void Append(TargetData t, in RunBytes data)
     {
@@ -393,31 +395,43 @@ public sealed partial class PageStore
             _bufferFileOffset = offset;
         }
 
-        bool direct = data.Length >= Math.Min(DirectWriteBytes, _buffer.Length);
-        if (data.IsPacked)
+        if (data.Length < Math.Min(DirectWriteBytes, _buffer.Length))
         {
-            AppendPacked(t, data.Packed, direct);
-            return;
-        }
-
-        if (direct)
-        {
-            if (data.Plain.IsSingleSegment)
+            if (data.IsPacked)
             {
-                WriteSparse(t, data.Plain.First);
+                AppendPackedToBuffer(data.Packed);
             }
             else
             {
-                WriteGathered(t, data.Plain);
+                foreach (var segment in data.Plain)
+                {
+                    AppendToBuffer(segment.Span);
+                }
             }
 
             return;
         }
 
-        foreach (var segment in data.Plain)
+        long runOffset = _bufferFileOffset + _bufferLength;
+        BeginRun(t, runOffset);
+        if (data.IsPacked)
         {
-            AppendToBuffer(segment.Span);
+            GatherPacked(t, data.Packed, runOffset, holes: true);
         }
+        else if (data.Plain.IsSingleSegment)
+        {
+            GatherSparse(t, data.Plain.First, runOffset);
+        }
+        else
+        {
+            foreach (var segment in data.Plain)
+            {
+                Gather(t, segment);
+            }
+        }
+
+        EndRun(t);
+        _bufferFileOffset = runOffset + data.Length;
     }
 
     /// <summary>Copies <paramref name="span"/> into the write buffer, writing the buffer out whenever it is full.</summary>
@@ -436,23 +450,9 @@ public sealed partial class PageStore
         }
     }
 
-    /// <summary>Appends a packed run: a large one written from where it is (<see cref="WritePackedRun"/>), a small one expanded into the write buffer.</summary>
-    private void AppendPacked(TargetData t, in PackedPages pages, bool direct)
+    /// <summary>Expands a small packed run into the write buffer.</summary>
+    private void AppendPackedToBuffer(in PackedPages pages)
     {
-        if (direct)
-        {
-            long runOffset = _bufferFileOffset + _bufferLength;
-            long end = runOffset + pages.Length;
-            if (WritePackedRun(t, pages, runOffset, holes: true))
-            {
-                // The run ends in a hole: the file must still reach its end (reads and the pages image rely on the length).
-                ExtendTo(t, end);
-            }
-
-            _bufferFileOffset = end;
-            return;
-        }
-
         var nonZero = pages.NonZero.Span;
         int k = 0;
         for (int i = 0; i < pages.NrPages;)
@@ -460,16 +460,9 @@ public sealed partial class PageStore
             int n = pages.Stretch(i, out bool zero);
             if (zero)
             {
-                for (int left = n * PageSize; left > 0;)
+                for (int left = n * PageSize; left > 0; left -= ZeroBlock.Length)
                 {
-                    int m = Math.Min(left, _buffer.Length - _bufferLength);
-                    _buffer.AsSpan(_bufferLength, m).Clear();
-                    _bufferLength += m;
-                    left -= m;
-                    if (_bufferLength == _buffer.Length)
-                    {
-                        FlushBuffer();
-                    }
+                    AppendToBuffer(ZeroBlock.AsSpan(0, Math.Min(left, ZeroBlock.Length)));
                 }
             }
             else
@@ -483,17 +476,13 @@ public sealed partial class PageStore
     }
 
     /// <summary>
-    /// Writes a packed run at <paramref name="runOffset"/>, with the buffered bytes first when they directly precede it
-    /// (the buffer is empty after): non-zero stretches from where they are, zero stretches from <see cref="ZeroBlock"/>,
-    /// and with <paramref name="holes"/> every stretch of at least <see cref="MinHolePages"/> zero pages left as a hole.
-    /// One pwritev per stretch of data between holes (split every <see cref="MaxGather"/> pieces). Returns whether the
-    /// run ends in a hole.
+    /// Starts the gathering writes of a run at <paramref name="runOffset"/> (<see cref="Gather"/>, <see cref="SkipHole"/>,
+    /// <see cref="EndRun"/>): the buffered bytes go first when they directly precede it; otherwise the buffer is written out.
     /// </summary>
-    private bool WritePackedRun(TargetData t, in PackedPages pages, long runOffset, bool holes)
+    private void BeginRun(TargetData t, long runOffset)
     {
         _gather.Clear();
         _gatherBytes = 0;
-        _gatherOffset = runOffset;
         if (_bufferLength > 0 && _bufferTarget == t && _bufferFileOffset + _bufferLength == runOffset)
         {
             _gatherOffset = _bufferFileOffset;
@@ -502,21 +491,32 @@ public sealed partial class PageStore
         else
         {
             FlushBuffer();
+            _gatherOffset = runOffset;
         }
+    }
 
+    /// <summary>Writes what is still gathered; the buffer, whose bytes went first, is empty after.</summary>
+    private void EndRun(TargetData t)
+    {
+        FlushGather(t);
+        _bufferLength = 0;
+    }
+
+    /// <summary>
+    /// A packed run's pieces, in order: non-zero stretches from where they are, zero stretches from <see cref="ZeroBlock"/>,
+    /// and with <paramref name="holes"/> every stretch of at least <see cref="MinHolePages"/> zero pages left as a hole.
+    /// </summary>
+    private void GatherPacked(TargetData t, in PackedPages pages, long runOffset, bool holes)
+    {
         long position = runOffset;
-        bool endsInHole = false;
         int k = 0;
         for (int i = 0; i < pages.NrPages;)
         {
             int n = pages.Stretch(i, out bool zero);
             long bytes = (long)n * PageSize;
-            endsInHole = zero && holes && n >= MinHolePages;
-            if (endsInHole)
+            if (zero && holes && n >= MinHolePages)
             {
-                FlushGather(t);
-                Unreserve(t, position, bytes);
-                _gatherOffset = position + bytes;
+                SkipHole(t, position, bytes);
             }
             else if (zero)
             {
@@ -534,10 +534,44 @@ public sealed partial class PageStore
             position += bytes;
             i += n;
         }
+    }
 
-        FlushGather(t);
-        _bufferLength = 0;
-        return endsInHole;
+    /// <summary>
+    /// A plain run's pieces, in order, leaving each stretch of at least <see cref="MinHolePages"/> all-zero pages as a
+    /// hole (it reads back as zeros and takes neither page cache nor disk); shorter ones are written with the data around them.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per run, loops over every page
+    private void GatherSparse(TargetData t, ReadOnlyMemory<byte> run, long runOffset)
+    {
+        var span = run.Span;
+        int n = span.Length / PageSize;
+        int written = 0; // pages of the run before this are gathered, or left as a hole
+        int zeroStart = -1;
+        for (int i = 0; i <= n; i++)
+        {
+            bool zero = i < n && !span.Slice(i * PageSize, PageSize).ContainsAnyExcept((byte)0);
+            if (zero)
+            {
+                if (zeroStart < 0)
+                {
+                    zeroStart = i;
+                }
+
+                continue;
+            }
+
+            if (zeroStart >= 0 && i - zeroStart >= MinHolePages)
+            {
+                // [written, zeroStart) is data (with zero stretches too short to skip); [zeroStart, i) stays a hole.
+                Gather(t, run[(written * PageSize)..(zeroStart * PageSize)]);
+                SkipHole(t, runOffset + ((long)zeroStart * PageSize), (long)(i - zeroStart) * PageSize);
+                written = i;
+            }
+
+            zeroStart = -1;
+        }
+
+        Gather(t, run[(written * PageSize)..]);
     }
 
     /// <summary>
@@ -564,121 +598,43 @@ public sealed partial class PageStore
     {
         if (_gather.Count > 0)
         {
-            WriteData(t, _gather, _gatherOffset);
+            WriteData(t, _gather, _gatherBytes, _gatherOffset);
         }
 
         _gatherOffset += _gatherBytes;
         _gatherBytes = 0;
     }
 
-    /// <summary>Extends <paramref name="t"/>'s data file to <paramref name="end"/> (a run that ends in a hole).</summary>
-    private void ExtendTo(TargetData t, long end)
+    /// <summary>
+    /// Leaves [<paramref name="offset"/>, + <paramref name="length"/>) of the run being written as a hole: what is
+    /// gathered before it is written, the file is extended over it (a run may end in a hole: reads and the pages image
+    /// rely on the length), and space preallocated there is given back, so a hole takes no disk (after the extension:
+    /// ext4 punches nothing past the end of a file).
+    /// </summary>
+    private void SkipHole(TargetData t, long offset, long length)
     {
+        FlushGather(t);
+        long end = offset + length;
         try
         {
-            RandomAccess.SetLength(t.File.SafeFileHandle, end);
-            t.Dirty = true;
+            if (RandomAccess.GetLength(t.File.SafeFileHandle) < end)
+            {
+                RandomAccess.SetLength(t.File.SafeFileHandle, end);
+                t.Dirty = true;
+            }
         }
         catch (Exception ex) when (IsWriteFailure(ex))
         {
             throw;
         }
-    }
 
-    /// <summary>
-    /// Writes the buffered bytes, then <paramref name="run"/> right after them, leaving each stretch of at least
-    /// <see cref="MinHolePages"/> all-zero pages as a hole in the data file (it reads back as zeros and takes neither
-    /// page cache nor disk): one pwritev per stretch of data between holes, the first one with the buffered bytes.
-    /// A run ending in a hole extends the file over it. The buffer is empty after.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per run, loops over every page
-    private void WriteSparse(TargetData t, ReadOnlyMemory<byte> run)
-    {
-        var span = run.Span;
-        int n = span.Length / PageSize;
-        long runOffset = _bufferFileOffset + _bufferLength;
-        int written = 0; // pages of the run before this are written, or left as a hole
-        int zeroStart = -1;
-        for (int i = 0; i <= n; i++)
+        if (offset < t.Allocated)
         {
-            bool zero = i < n && !span.Slice(i * PageSize, PageSize).ContainsAnyExcept((byte)0);
-            if (zero)
-            {
-                if (zeroStart < 0)
-                {
-                    zeroStart = i;
-                }
-
-                continue;
-            }
-
-            if (zeroStart >= 0 && i - zeroStart >= MinHolePages)
-            {
-                // [written, zeroStart) is data (with zero stretches too short to skip); [zeroStart, i) stays a hole.
-                WriteStretch(t, run, runOffset, written, zeroStart);
-                Unreserve(t, runOffset + ((long)zeroStart * PageSize), (long)(i - zeroStart) * PageSize);
-                written = i;
-            }
-
-            zeroStart = -1;
+            // A refusal only leaves the hole's preallocated blocks allocated until the file goes: they read as zeros all the same.
+            _ = FileSpace.TryPunch(t.File.SafeFileHandle, offset, Math.Min(length, t.Allocated - offset));
         }
 
-        WriteStretch(t, run, runOffset, written, n);
-        long end = runOffset + run.Length;
-        if (written == n && n > 0)
-        {
-            // The run ends in a hole: the file must still reach its end (reads and the pages image rely on the length).
-            ExtendTo(t, end);
-        }
-
-        _bufferFileOffset = end;
-    }
-
-    /// <summary>Writes pages [<paramref name="from"/>, <paramref name="to"/>) of a run at <paramref name="runOffset"/>, with the buffered bytes when they directly precede them.</summary>
-    private void WriteStretch(TargetData t, ReadOnlyMemory<byte> run, long runOffset, int from, int to)
-    {
-        if (from >= to)
-        {
-            FlushBuffer();
-            return;
-        }
-
-        var gather = _gather;
-        gather.Clear();
-        long offset = runOffset + ((long)from * PageSize);
-        if (_bufferLength > 0 && from == 0)
-        {
-            gather.Add(_buffer.AsMemory(0, _bufferLength));
-            offset = _bufferFileOffset;
-        }
-        else
-        {
-            FlushBuffer();
-        }
-
-        gather.Add(run.Slice(from * PageSize, (to - from) * PageSize));
-        WriteData(t, gather, offset);
-        _bufferLength = 0;
-    }
-
-    /// <summary>Writes the buffered bytes, then <paramref name="data"/> right after them, with one pwritev; the buffer is empty after.</summary>
-    private void WriteGathered(TargetData t, ReadOnlySequence<byte> data)
-    {
-        var gather = _gather;
-        gather.Clear();
-        if (_bufferLength > 0)
-        {
-            gather.Add(_buffer.AsMemory(0, _bufferLength));
-        }
-
-        foreach (var segment in data)
-        {
-            gather.Add(segment);
-        }
-
-        WriteData(t, gather, _bufferFileOffset);
-        _bufferFileOffset += _bufferLength + data.Length;
-        _bufferLength = 0;
+        _gatherOffset = end;
     }
 
     /// <summary>Writes the buffered bytes to their data file (no sync). Caller holds the lock.</summary>
@@ -694,16 +650,11 @@ public sealed partial class PageStore
         _bufferLength = 0;
     }
 
-    private void WriteData(TargetData t, List<ReadOnlyMemory<byte>> gather, long offset)
+    /// <summary>Writes the <paramref name="bytes"/> bytes of <paramref name="gather"/> at <paramref name="offset"/> with one pwritev (the list is empty after).</summary>
+    private void WriteData(TargetData t, List<ReadOnlyMemory<byte>> gather, long bytes, long offset)
     {
         try
         {
-            long bytes = 0;
-            foreach (var piece in gather)
-            {
-                bytes += piece.Length;
-            }
-
             Reserve(t, offset, offset + bytes);
             RandomAccess.Write(t.File.SafeFileHandle, gather, offset);
             t.Dirty = true;
@@ -757,28 +708,6 @@ public sealed partial class PageStore
         {
             _preallocate = false;
         }
-    }
-
-    /// <summary>
-    /// A hole left in <paramref name="t"/>'s data file at [offset, offset + length): space preallocated there is given
-    /// back, so a hole takes no disk. The file is extended over the hole first (the run it is in reaches past it anyway):
-    /// ext4 punches nothing past the end of a file.
-    /// </summary>
-    private void Unreserve(TargetData t, long offset, long length)
-    {
-        if (offset >= t.Allocated)
-        {
-            return;
-        }
-
-        long end = offset + length;
-        if (RandomAccess.GetLength(t.File.SafeFileHandle) < end)
-        {
-            ExtendTo(t, end);
-        }
-
-        // A refusal only leaves the hole's preallocated blocks allocated until the file goes: they read as zeros all the same.
-        _ = FileSpace.TryPunch(t.File.SafeFileHandle, offset, Math.Min(length, t.Allocated - offset));
     }
 
     /// <summary>Gives back the space preallocated past the end of <paramref name="t"/>'s data (truncating to its own length does that).</summary>

@@ -17,7 +17,7 @@ namespace Migration.PageServer.Store;
 /// a lazy or parent mark). Superseded copies stay in the file (append-only; counted in <see cref="PageStoreStats.BytesStored"/>)
 /// until <see cref="Dispose"/> deletes the data files. Incoming pages are gathered into one write buffer per store
 /// (<see cref="PageStoreOptions.WriteBufferBytes"/>) and appended with large writes; a run of at least
-/// <see cref="DirectWriteBytes"/> is written from where it is, together with what the buffer holds (one pwritev). On ext4 a
+/// <see cref="DirectWriteBytes"/> is written from where it is, in pwritevs of at most 128 KiB, the first with what the buffer holds. On ext4 a
 /// data file gets its disk space ahead of the writes (<see cref="FileSpace"/>: as much again as it holds, 1-64 MiB at a
 /// time); holes are punched out of it, and what is left past the end is given back when the images are written.</para>
 /// <para>Threads: the <see cref="IPageSink"/> calls come from one caller at a time (the interface's contract).
