@@ -151,35 +151,12 @@ public static class PageFrameReader
         }
 
         pages = default;
-        error = default;
-        int u = frame.UncompressedLength;
-        ReadOnlyMemory<byte> nonZero;
-        if (frame.Encoding == PageEncoding.Raw && frame.Payload.IsSingleSegment)
+        if (!TryCheckPages(in frame, scratch.Span, inPlace: true, out bool inScratch, out error))
         {
-            nonZero = frame.Payload.First;
-        }
-        else
-        {
-            var compact = scratch[..u];
-            if (frame.Encoding == PageEncoding.Raw)
-            {
-                frame.Payload.CopyTo(compact.Span);
-            }
-            else if (!TryDecompress(in frame, compact.Span, out error))
-            {
-                return false;
-            }
-
-            nonZero = compact;
-        }
-
-        uint checksum = Crc32C.Finish(Crc32C.Update(frame.MetadataCrcState, nonZero.Span));
-        if (checksum != frame.Checksum)
-        {
-            error = ChecksumMismatch(in frame, checksum);
             return false;
         }
 
+        var nonZero = inScratch ? scratch[..frame.UncompressedLength] : frame.Payload.First;
         int nr = (int)frame.NrPages;
         var bitmap = scratch.Slice(PageStreamProtocol.MaxBatchPages * PageSize, (nr + 7) / 8);
         var bits = bitmap.Span;
@@ -199,27 +176,8 @@ public static class PageFrameReader
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per batch, loops over every page: see the remarks on Crc32C.Update
     private static bool TryExpand(in PageFrame frame, Span<byte> destination, out PageStreamError error)
     {
-        error = default;
-        if (frame.Encoding == PageEncoding.Raw && frame.ZeroPageCount > 0)
+        if (!TryCheckPages(in frame, destination, inPlace: false, out _, out error))
         {
-            return TryScatterRaw(in frame, destination, out error);
-        }
-
-        int u = frame.UncompressedLength;
-        var compact = destination[..u];
-        if (frame.Encoding == PageEncoding.Raw)
-        {
-            frame.Payload.CopyTo(compact);
-        }
-        else if (!TryDecompress(in frame, compact, out error))
-        {
-            return false;
-        }
-
-        uint checksum = Crc32C.Finish(Crc32C.Update(frame.MetadataCrcState, compact));
-        if (checksum != frame.Checksum)
-        {
-            error = ChecksumMismatch(in frame, checksum);
             return false;
         }
 
@@ -231,7 +189,7 @@ public static class PageFrameReader
         // Non-zero page j (compact order) belongs at page i >= j: walking down from the top, every move lands on a
         // slot whose compact page has already moved, and every zero slot is above the compact pages still unmoved.
         int nr = (int)frame.NrPages;
-        int j = u / PageSize - 1;
+        int j = (frame.UncompressedLength / PageSize) - 1;
         for (int i = nr - 1; i >= 0; i--)
         {
             var slot = destination.Slice(i * PageSize, PageSize);
@@ -254,32 +212,35 @@ public static class PageFrameReader
     }
 
     /// <summary>
-    /// A raw batch with zero pages: each non-zero page is copied from the payload straight to its place and checksummed
-    /// there (while it is in cache), zero pages are cleared; one pass instead of a copy and a spread.
+    /// The one check of a PRESENT batch's pages: the payload decompressed (LZ4) or copied (raw) into the start of
+    /// <paramref name="compact"/>, or, with <paramref name="inPlace"/>, a raw payload lying in one piece left where it
+    /// is (<paramref name="inCompact"/> says which); then the checksum over the metadata and those pages.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // per batch, loops over every page: see the remarks on Crc32C.Update
-    private static bool TryScatterRaw(in PageFrame frame, Span<byte> destination, out PageStreamError error)
+    private static bool TryCheckPages(in PageFrame frame, Span<byte> compact, bool inPlace, out bool inCompact, out PageStreamError error)
     {
         error = default;
-        var reader = new SequenceReader<byte>(frame.Payload);
-        uint state = frame.MetadataCrcState;
-        int nr = (int)frame.NrPages;
-        for (int i = 0; i < nr; i++)
+        ReadOnlySpan<byte> pages;
+        inCompact = !(inPlace && frame.Encoding == PageEncoding.Raw && frame.Payload.IsSingleSegment);
+        if (!inCompact)
         {
-            var slot = destination.Slice(i * PageSize, PageSize);
-            if (frame.IsZeroPage(i))
+            pages = frame.Payload.FirstSpan;
+        }
+        else
+        {
+            compact = compact[..frame.UncompressedLength];
+            if (frame.Encoding == PageEncoding.Raw)
             {
-                slot.Clear();
-                continue;
+                frame.Payload.CopyTo(compact);
+            }
+            else if (!TryDecompress(in frame, compact, out error))
+            {
+                return false;
             }
 
-            // The payload holds exactly the non-zero pages (its length was checked against the bitmap).
-            reader.TryCopyTo(slot);
-            reader.Advance(PageSize);
-            state = Crc32C.Update(state, slot);
+            pages = compact;
         }
 
-        uint checksum = Crc32C.Finish(state);
+        uint checksum = Crc32C.Finish(Crc32C.Update(frame.MetadataCrcState, pages));
         if (checksum != frame.Checksum)
         {
             error = ChecksumMismatch(in frame, checksum);
