@@ -76,49 +76,15 @@ public static class PageStreamReceiver
         {
             while (error is null && !ended)
             {
-                int got = await connection.ReadAtLeastAsync(small.AsMemory(0, PageStreamProtocol.HeaderLength), PageStreamProtocol.HeaderLength,
-                    throwOnEndOfStream: false, stop.Token).ConfigureAwait(false);
-                if (got < PageStreamProtocol.HeaderLength)
+                var (frame, frameLength, batch, readError) = await ReadFrameAsync(connection, small, free, stop.Token).ConfigureAwait(false);
+                if (readError is not null)
                 {
-                    error = got == 0 ? "connection closed before END" : $"connection closed inside a frame ({got} bytes left)";
+                    error = readError;
                     break;
                 }
 
-                if (!PageFrameReader.TryParseHeader(small, out var kind, out uint bodyLength, out var headerError))
-                {
-                    error = $"invalid frame: {headerError.Message}";
-                    break;
-                }
-
-                // The body length is within its kind's bounds (so at most one full batch): a batch with a bitmap carries
-                // present pages and is read into a batch buffer, where they stay until stored.
-                int frameLength = PageStreamProtocol.HeaderLength + (int)bodyLength;
-                byte[]? batch = null;
                 try
                 {
-                    var frameBuffer = small;
-                    if (kind == PageFrameKind.Batch && bodyLength > PageStreamProtocol.BatchPrefixLength + PageStreamProtocol.BatchTrailerLength)
-                    {
-                        batch = await free.Reader.ReadAsync(stop.Token).ConfigureAwait(false);
-                        small.AsSpan(0, PageStreamProtocol.HeaderLength).CopyTo(batch);
-                        frameBuffer = batch;
-                    }
-
-                    got = await connection.ReadAtLeastAsync(frameBuffer.AsMemory(PageStreamProtocol.HeaderLength, (int)bodyLength), (int)bodyLength,
-                        throwOnEndOfStream: false, stop.Token).ConfigureAwait(false);
-                    if (got < bodyLength)
-                    {
-                        error = $"connection closed inside a frame ({PageStreamProtocol.HeaderLength + got} bytes left)";
-                        break;
-                    }
-
-                    var bytes = new ReadOnlySequence<byte>(frameBuffer, 0, frameLength);
-                    if (PageFrameReader.TryReadFrame(ref bytes, out var frame, out var frameError) != PageFrameStatus.Complete)
-                    {
-                        error = $"invalid frame: {frameError.Message}";
-                        break;
-                    }
-
                     watched?.Frame(frameLength); // HELLO, before which nothing watches, counts itself once resolved
                     if (sink is null && frame.Kind != PageFrameKind.Hello)
                     {
@@ -235,6 +201,69 @@ public static class PageStreamReceiver
         return error is null
             ? new PageStreamResult(true, id, stored.Pages, stored.Rounds, null)
             : new PageStreamResult(false, id, stored.Pages, stored.Rounds, error);
+    }
+
+    /// <summary>
+    /// Reads one frame whole and parses it: its header into <paramref name="small"/>, then its body after it; a batch
+    /// with a bitmap (present pages) goes into a batch buffer from <paramref name="free"/> instead, where its pages stay
+    /// until stored: the caller owns the returned buffer. The header's body length is within its kind's bounds before
+    /// anything waits for the body. On an error no buffer is held.
+    /// </summary>
+    private static async ValueTask<(PageFrame Frame, int Length, byte[]? Batch, string? Error)> ReadFrameAsync(
+        Stream connection, byte[] small, Channel<byte[]> free, CancellationToken ct)
+    {
+        int got = await connection.ReadAtLeastAsync(small.AsMemory(0, PageStreamProtocol.HeaderLength), PageStreamProtocol.HeaderLength,
+            throwOnEndOfStream: false, ct).ConfigureAwait(false);
+        if (got < PageStreamProtocol.HeaderLength)
+        {
+            return (default, 0, null, got == 0 ? "connection closed before END" : $"connection closed inside a frame ({got} bytes left)");
+        }
+
+        if (!PageFrameReader.TryParseHeader(small, out var kind, out uint bodyLength, out var headerError))
+        {
+            return (default, 0, null, $"invalid frame: {headerError.Message}");
+        }
+
+        int frameLength = PageStreamProtocol.HeaderLength + (int)bodyLength;
+        byte[]? batch = null;
+        var frameBuffer = small;
+        if (kind == PageFrameKind.Batch && bodyLength > PageStreamProtocol.BatchPrefixLength + PageStreamProtocol.BatchTrailerLength)
+        {
+            batch = await free.Reader.ReadAsync(ct).ConfigureAwait(false);
+            small.AsSpan(0, PageStreamProtocol.HeaderLength).CopyTo(batch);
+            frameBuffer = batch;
+        }
+
+        try
+        {
+            got = await connection.ReadAtLeastAsync(frameBuffer.AsMemory(PageStreamProtocol.HeaderLength, (int)bodyLength), (int)bodyLength,
+                throwOnEndOfStream: false, ct).ConfigureAwait(false);
+        }
+        catch when (batch is not null)
+        {
+            free.Writer.TryWrite(batch); // the read broke or was canceled: nothing holds the buffer
+            throw;
+        }
+
+        string? error = null;
+        var frame = default(PageFrame);
+        var bytes = new ReadOnlySequence<byte>(frameBuffer, 0, frameLength);
+        if (got < bodyLength)
+        {
+            error = $"connection closed inside a frame ({PageStreamProtocol.HeaderLength + got} bytes left)";
+        }
+        else if (PageFrameReader.TryReadFrame(ref bytes, out frame, out var frameError) != PageFrameStatus.Complete)
+        {
+            error = $"invalid frame: {frameError.Message}";
+        }
+
+        if (error is not null && batch is not null)
+        {
+            free.Writer.TryWrite(batch);
+            batch = null;
+        }
+
+        return (frame, frameLength, batch, error);
     }
 
     /// <summary>
