@@ -65,8 +65,6 @@ public readonly struct PackedPages
     /// <summary>The run's bytes when expanded: <see cref="NrPages"/> * 4096.</summary>
     public long Length => (long)NrPages * PageSize;
 
-    public bool IsZero(int page) => (ZeroBitmap.Span[page >> 3] & (1 << (page & 7))) != 0;
-
     /// <summary>
     /// The stretch of pages starting at <paramref name="page"/> that are all zero or all non-zero: its length, and
     /// whether it is zero. A walk by stretches visits each run of either kind once.

@@ -133,16 +133,6 @@ public sealed class PackedPagesTests : IDisposable
         Assert.InRange(AllocatedBytes(image), 100L * Page, 104L * Page); // exactly its pages
     }
 
-    /// <summary>stat -f's name of the filesystem type (ext4 reports as "ext2/ext3").</summary>
-    private static string FileSystemType(string path)
-    {
-        var psi = new System.Diagnostics.ProcessStartInfo("stat", ["-f", "-c", "%T", path]) { RedirectStandardOutput = true, UseShellExecute = false };
-        using var p = System.Diagnostics.Process.Start(psi)!;
-        string output = p.StandardOutput.ReadToEnd().Trim();
-        p.WaitForExit();
-        return output;
-    }
-
     [Fact]
     public async Task NewerPackedCopy_OverwritesInPlace_ZeroPagesIncluded()
     {

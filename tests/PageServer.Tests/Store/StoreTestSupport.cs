@@ -105,13 +105,18 @@ internal static class PageData
     }
 
     /// <summary>Bytes of disk (or page cache) a file takes: holes take none (stat's %b, in 512-byte blocks).</summary>
-    public static long AllocatedBytes(string path)
+    public static long AllocatedBytes(string path) => long.Parse(Stat("-c", "%b", path), System.Globalization.CultureInfo.InvariantCulture) * 512;
+
+    /// <summary>stat -f's name of the filesystem type of <paramref name="path"/> (ext4 reports as "ext2/ext3").</summary>
+    public static string FileSystemType(string path) => Stat("-f", "-c", "%T", path);
+
+    private static string Stat(params string[] args)
     {
-        var psi = new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%b", path]) { RedirectStandardOutput = true, UseShellExecute = false };
+        var psi = new System.Diagnostics.ProcessStartInfo("stat", args) { RedirectStandardOutput = true, UseShellExecute = false };
         using var p = System.Diagnostics.Process.Start(psi)!;
         string output = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
-        return long.Parse(output.Trim(), System.Globalization.CultureInfo.InvariantCulture) * 512;
+        return output.Trim();
     }
 
     /// <summary><paramref name="run"/> in the page stream's form: its zero pages in a bitmap, the others back to back.</summary>
