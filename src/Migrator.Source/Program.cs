@@ -169,6 +169,11 @@ root.SetAction(async (parse, ct) =>
 
             Console.Out.WriteLine($"  frozen   {r.Frozen.TotalMilliseconds:0} ms, {r.BytesFrozen / 1048576.0:0.0} MiB moved while frozen (dump {r.Dump.TotalMilliseconds:0}, transfer {r.Transfer.TotalMilliseconds:0}, restore {r.Restore.TotalMilliseconds:0})");
             Console.Out.WriteLine($"  total    {r.Total.TotalMilliseconds:0} ms");
+            if (r.ProvisionedBytes > 0)
+            {
+                Console.Out.WriteLine($"  begin    {r.Begin.TotalMilliseconds:0} ms before the freeze, the target making room for {r.ProvisionedBytes / 1048576.0:0.0} MiB of pages");
+            }
+
             if (asJson)
             {
                 var doc = new Dictionary<string, object>
@@ -183,6 +188,8 @@ root.SetAction(async (parse, ct) =>
                     ["dumpMs"] = Math.Round(r.Dump.TotalMilliseconds, 1),
                     ["transferMs"] = Math.Round(r.Transfer.TotalMilliseconds, 1),
                     ["restoreMs"] = Math.Round(r.Restore.TotalMilliseconds, 1),
+                    ["beginMs"] = Math.Round(r.Begin.TotalMilliseconds, 1),
+                    ["provisionedBytes"] = r.ProvisionedBytes,
                     ["bytesSent"] = r.BytesSent,
                     ["bytesFrozen"] = r.BytesFrozen,
                     ["imageFiles"] = r.ImageFiles,

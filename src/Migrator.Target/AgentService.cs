@@ -4,12 +4,19 @@ using Migration.Engine.Criu;
 using Migration.Engine.Migration;
 using Migration.Engine.Target;
 using Migration.Target.Grpc;
+using TaskMemory = Migration.Engine.Migration.TaskMemory;
 
 namespace Migration.Target;
 
 /// <summary>The Agent service (proto/migrate/v1/agent.proto) over <see cref="TargetAgent"/>.</summary>
 public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pageStreams, ILogger<AgentService> logger)
 {
+    /// <summary>Tasks a Begin may name (the source sends its largest 64): a bound on what one request makes the agent walk.</summary>
+    public const int MaxTasks = 1024;
+
+    /// <summary>PID_MAX_LIMIT on 64-bit Linux: no task has a larger pid.</summary>
+    private const uint MaxPid = 4 * 1024 * 1024;
+
     public void MapTo(GrpcServer server)
     {
         server.Map(PageServer.Control.AgentMethods.Preflight, PreflightRequest.Parser, PreflightAsync);
@@ -51,7 +58,23 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
             throw new TargetRequestException(TargetError.InvalidArgument, $"mode '{Clip(req.Mode)}' is not supported");
         }
 
-        var m = agent.Begin(Clip(req.SourceHost), req.SourcePid, req.BytesExpected);
+        if (req.Tasks.Count > MaxTasks)
+        {
+            throw new TargetRequestException(TargetError.InvalidArgument, $"{req.Tasks.Count} tasks named; at most {MaxTasks} are taken");
+        }
+
+        var tasks = new List<TaskMemory>(req.Tasks.Count);
+        foreach (var t in req.Tasks)
+        {
+            if (t.Pid is 0 or > MaxPid || t.Bytes == 0)
+            {
+                throw new TargetRequestException(TargetError.InvalidArgument, $"task pid {t.Pid} with {t.Bytes} bytes: a pid is 1..{MaxPid}, and only tasks with memory are named");
+            }
+
+            tasks.Add(new TaskMemory((int)t.Pid, t.Bytes));
+        }
+
+        var m = agent.Begin(Clip(req.SourceHost), req.SourcePid, req.BytesExpected, req.Mode, tasks);
         LogBegin(m.Id, ctx.Peer);
         return Task.FromResult(new BeginReply
         {
@@ -59,6 +82,7 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
             MaxImageBytes = m.MaxBytes,
             MaxImageFiles = (uint)agent.Options.MaxImageFiles,
             PagePort = agent.AcceptsPageStreams ? (uint)pageStreams.Port : 0,
+            ProvisionedBytes = m.ProvisionedBytes,
         });
     }
 

@@ -20,12 +20,13 @@ var logDir = new Option<string>("--log-dir") { Description = "Agent log file dir
 var pagePort = new Option<int>("--page-port") { Description = "Port for page streams on the --listen address (0: the --listen port + 1)", DefaultValueFactory = _ => 0 };
 var fsyncPages = new Option<bool>("--fsync-pages") { Description = "Acknowledge page rounds only once on disk (fsync); by default once written out of the agent's memory, which is all a migration needs" };
 var reserveMib = new Option<int>("--reserve-mib") { Description = "Free disk space (MiB) never used for images", DefaultValueFactory = _ => 256 };
+var provisionMib = new Option<int>("--provision-mib") { Description = "Cold migrations: at most this many MiB of room (page cache and disk) made for the pages before the source freezes, so that storing them while the workload is frozen is faster; also bounded by half the available memory, half the usable disk and 10 s. 0: off", DefaultValueFactory = _ => 4096 };
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging" };
 var faults = new Option<string[]>("--inject-fault") { Description = $"Test only: fault points to hit ({string.Join(", ", Faults.All)})", Hidden = true, AllowMultipleArgumentsPerToken = false };
 
 var root = new RootCommand("migrate-agent: the target side of live process migration. Receives images from `migrate`, restores them with CRIU, and resumes the restored tree only when the source confirms its copy is gone.")
 {
-    listen, tokenFile, pagePort, workDir, logDir, reserveMib, fsyncPages, verbose, faults,
+    listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, verbose, faults,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -70,6 +71,7 @@ root.SetAction(async (parse, ct) =>
         {
             WorkRoot = parse.GetValue(workDir)!,
             ReserveBytes = (ulong)Math.Max(0, parse.GetValue(reserveMib)) << 20,
+            ProvisionMaxBytes = (ulong)Math.Max(0, parse.GetValue(provisionMib)) << 20,
             Faults = new HashSet<string>(parse.GetValue(faults) ?? []),
         };
         Directory.CreateDirectory(options.WorkRoot);

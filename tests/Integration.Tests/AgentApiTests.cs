@@ -144,6 +144,41 @@ public sealed class AgentApiTests : IAsyncLifetime
     }
 
     [RequiresRootFact]
+    public async Task ColdBegin_MakesRoomForTheNamedTasks_AndMalformedTaskListsAreRefused()
+    {
+        var cold = new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 16 << 20, Mode = "cold" };
+        cold.Tasks.Add(new TaskMemory { Pid = 1, Bytes = 8 << 20 });
+        cold.Tasks.Add(new TaskMemory { Pid = 2, Bytes = 512 << 10 }); // too small to pay for a file of its own
+        var begun = await _channel!.CallAsync(AgentMethods.Begin, cold, BeginReply.Parser, s_timeout, default);
+        Assert.Equal(8UL << 20, begun.ProvisionedBytes);
+        string pages = Path.Combine(_agent!.WorkDir, begun.MigrationId, "pages");
+        Assert.Equal(8L << 20, new FileInfo(Path.Combine(pages, "pid-1.data")).Length);
+        Assert.False(File.Exists(Path.Combine(pages, "pid-2.data")));
+
+        // Pre-copy's rounds run while the tree does: nothing to make room for ahead.
+        var live = cold.Clone();
+        live.Mode = "precopy";
+        Assert.Equal(0UL, (await _channel.CallAsync(AgentMethods.Begin, live, BeginReply.Parser, s_timeout, default)).ProvisionedBytes);
+
+        var tooMany = cold.Clone();
+        tooMany.Tasks.AddRange(Enumerable.Range(3, 1023).Select(p => new TaskMemory { Pid = (uint)p, Bytes = 1 << 20 }));
+        foreach (var bad in new[] { tooMany, With(0, 1 << 20), With(5_000_000, 1 << 20), With(3, 0) })
+        {
+            var ex = await Assert.ThrowsAsync<GrpcCallException>(() => _channel.CallAsync(AgentMethods.Begin, bad, BeginReply.Parser, s_timeout, default));
+            Assert.Equal(GrpcStatusCode.InvalidArgument, ex.Status);
+        }
+
+        Assert.False(_agent.HasExited);
+
+        BeginRequest With(uint pid, ulong bytes)
+        {
+            var r = cold.Clone();
+            r.Tasks.Add(new TaskMemory { Pid = pid, Bytes = bytes });
+            return r;
+        }
+    }
+
+    [RequiresRootFact]
     public async Task UnknownMigrationsAndMalformedMessagesAreRefusedAndTheAgentKeepsServing()
     {
         var notFound = await Assert.ThrowsAsync<GrpcCallException>(() => PutAsync("no-such-id", "core-1.img", 0, [1], last: true));

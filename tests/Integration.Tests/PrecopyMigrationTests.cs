@@ -117,5 +117,9 @@ public sealed class PrecopyMigrationTests(ITestOutputHelper output)
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Equal(0, json.GetProperty("iterations").GetInt32());
         Assert.Equal("ok", (await workload.StatusAsync(hosts.Target))["verify"]);
+
+        // The target made room for the workload's pages before the freeze, and the dump's pages went into it.
+        Assert.True(json.GetProperty("provisionedBytes").GetUInt64() >= json.GetProperty("pageBytes").GetUInt64() / 2, json.ToString());
+        Assert.DoesNotContain("went unused", agent.Output, StringComparison.Ordinal);
     }
 }

@@ -12,8 +12,18 @@ public sealed record TargetPreflight(bool Ok, string AgentVersion, string Hostna
 /// <summary>An image file as the target must hold it.</summary>
 public sealed record ImageFileInfo(string Name, ulong Size, byte[] Sha256);
 
-/// <summary>A migration begun on the target: its id, and the port its page stream connects to (0: none).</summary>
-public sealed record TargetMigration(string Id, int PagePort);
+/// <summary>
+/// A migration begun on the target: its id, the port its page stream connects to (0: none), and the bytes of room the
+/// target made for the pages ahead of them (cold migrations; 0: none).
+/// </summary>
+public sealed record TargetMigration(string Id, int PagePort, ulong ProvisionedBytes = 0);
+
+/// <summary>
+/// A task's memory as CRIU dumps it into the task's own pagemap: <paramref name="Pid"/> is the pid CRIU names the
+/// task by (in its innermost pid namespace), <paramref name="Bytes"/> its resident private anonymous memory
+/// (shared memory goes into shmem images of its own).
+/// </summary>
+public readonly record struct TaskMemory(int Pid, ulong Bytes);
 
 /// <summary>
 /// The target side of a migration as the source engine sees it. The implementation carries these calls to
@@ -23,8 +33,11 @@ public interface IMigrationTarget
 {
     Task<TargetPreflight> PreflightAsync(SourcePreflight request, CancellationToken ct);
 
-    /// <summary>Creates the migration on the target.</summary>
-    Task<TargetMigration> BeginAsync(int sourcePid, ulong bytesExpected, string mode, CancellationToken ct);
+    /// <summary>
+    /// Creates the migration on the target. <paramref name="tasks"/> (largest first) lets a cold migration's target
+    /// make room for the pages before the freeze; empty for none.
+    /// </summary>
+    Task<TargetMigration> BeginAsync(int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<TaskMemory> tasks, CancellationToken ct);
 
     /// <summary>Sends every file of the manifest from <paramref name="imagesDir"/>; returns bytes sent.</summary>
     Task<ulong> SendImagesAsync(string migrationId, string imagesDir, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct);

@@ -35,6 +35,14 @@ public sealed record MigrationResult
     public required TimeSpan Dump { get; init; }
     public required TimeSpan Transfer { get; init; }
     public required TimeSpan Restore { get; init; }
+
+    /// <summary>
+    /// Room the target made for the pages before the freeze (cold mode), and how long beginning the migration on the
+    /// target took with it (the source waits for it before freezing anything).
+    /// </summary>
+    public ulong ProvisionedBytes { get; init; }
+
+    public TimeSpan Begin { get; init; }
 }
 
 /// <summary>Progress of a running migration, for the CLI and logs.</summary>

@@ -17,6 +17,9 @@ public sealed partial class SourceMigration(
     CriuClient criu, IMigrationTarget target, SourceMigrationOptions options, ILogger<SourceMigration> logger, TimeProvider time,
     Func<TargetMigration, CancellationToken, Task<IPageTransport>>? pageTransport = null)
 {
+    /// <summary>The tree's largest tasks a cold migration tells the target about (<see cref="TaskMemory"/>); the rest get no room made.</summary>
+    public const int MaxTaskHints = 64;
+
     private readonly ILogger _logger = logger;
 
     public static readonly string Version = typeof(SourceMigration).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
@@ -38,10 +41,14 @@ public sealed partial class SourceMigration(
         try
         {
             await PreflightAsync(pid, work, progress, ct).ConfigureAwait(false);
+            // A cold dump writes every page on the target while the tree is frozen: the target makes room for them first.
+            var tasks = options.Mode == "cold" ? ProcessTree.TaskMemory(pid, MaxTaskHints) : [];
+            long beginAt = time.GetTimestamp();
             var begun = await CallAsync(MigrationPhase.Begin, WorkloadOutcome.Untouched,
-                c => target.BeginAsync(pid, EstimateBytes(pid), options.Mode, c), ct).ConfigureAwait(false);
-            LogBegun(begun.Id);
-            return await CutoverAsync(begun, pid, work, images, started, progress, ct).ConfigureAwait(false);
+                c => target.BeginAsync(pid, EstimateBytes(pid), options.Mode, tasks, c), ct).ConfigureAwait(false);
+            var beginTook = time.GetElapsedTime(beginAt);
+            LogBegun(begun.Id, begun.ProvisionedBytes >> 20, beginTook.TotalMilliseconds);
+            return await CutoverAsync(begun, beginTook, pid, work, images, started, progress, ct).ConfigureAwait(false);
         }
         finally
         {
@@ -94,7 +101,7 @@ public sealed partial class SourceMigration(
             $"preflight ok: target {reply.Hostname}, CRIU {version} -> {reply.Criu}, ~{needed >> 20} MiB to move, {reply.FreeBytes >> 20} MiB free"));
     }
 
-    private async Task<MigrationResult> CutoverAsync(TargetMigration begun, int pid, string work, string images, long started,
+    private async Task<MigrationResult> CutoverAsync(TargetMigration begun, TimeSpan beginTook, int pid, string work, string images, long started,
         IProgress<MigrationProgress>? progress, CancellationToken ct)
     {
         string id = begun.Id;
@@ -369,6 +376,8 @@ public sealed partial class SourceMigration(
             Dump = time.GetElapsedTime(frozenAt, dumpDone),
             Transfer = time.GetElapsedTime(dumpDone, transferDone),
             Restore = restore,
+            ProvisionedBytes = begun.ProvisionedBytes,
+            Begin = beginTook,
         };
     }
 
@@ -521,8 +530,8 @@ public sealed partial class SourceMigration(
     [LoggerMessage(EventId = 202, Level = LogLevel.Information, Message = "preflight ok: target {Host}, criu {SourceCriu} -> {TargetCriu}, need {Needed} bytes, target free {Free} bytes")]
     private partial void LogPreflightOk(string host, string sourceCriu, string targetCriu, ulong needed, ulong free);
 
-    [LoggerMessage(EventId = 203, Level = LogLevel.Information, Message = "migration {Id} begun on target")]
-    private partial void LogBegun(string id);
+    [LoggerMessage(EventId = 203, Level = LogLevel.Information, Message = "migration {Id} begun on target ({ProvisionedMib} MiB of room made for the pages ahead, {Ms:0} ms)")]
+    private partial void LogBegun(string id, ulong provisionedMib, double ms);
 
     [LoggerMessage(EventId = 204, Level = LogLevel.Information, Message = "dumped {Files} image files, {Bytes} bytes, in {Ms:0} ms (tree frozen)")]
     private partial void LogDumped(int files, ulong bytes, double ms);

@@ -88,6 +88,36 @@ public static class ProcessTree
         return total;
     }
 
+    /// <summary>
+    /// Each process of the tree with its resident private anonymous memory (RssAnon: what CRIU dumps into the task's
+    /// own pagemap), named by its pid in its innermost pid namespace as CRIU names it; largest first, at most
+    /// <paramref name="max"/>, none without such memory. A process that exits meanwhile is left out.
+    /// </summary>
+    public static IReadOnlyList<Migration.TaskMemory> TaskMemory(int root, int max)
+    {
+        var tasks = new List<Migration.TaskMemory>();
+        foreach (var pid in Enumerate(root))
+        {
+            ulong bytes = StatusKiB(pid, "RssAnon") * 1024;
+            if (bytes == 0)
+            {
+                continue;
+            }
+
+            try
+            {
+                tasks.Add(new Migration.TaskMemory(ProcessMemory.VirtualPid(pid), bytes));
+            }
+            catch (IOException)
+            {
+                // Exited while we looked: nothing of it will be dumped.
+            }
+        }
+
+        tasks.Sort((a, b) => b.Bytes.CompareTo(a.Bytes));
+        return tasks.Count > max ? tasks.GetRange(0, max) : tasks;
+    }
+
     /// <summary>Sends <paramref name="signal"/> to every process of the tree; returns how many got it.</summary>
     public static int SignalAll(IEnumerable<int> pids, int signal)
     {

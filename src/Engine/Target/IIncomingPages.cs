@@ -13,6 +13,14 @@ public interface IIncomingPages : IDisposable
     string? Error { get; }
 
     /// <summary>
+    /// Before a cold migration's freeze, while nothing else uses the pages: makes room for the pages of each task of
+    /// <paramref name="tasks"/>, largest first, at most <paramref name="maxBytes"/> in all and until
+    /// <paramref name="deadline"/> (a <see cref="System.Diagnostics.Stopwatch"/> timestamp), so that writing them
+    /// while the tree is frozen finds its memory and disk space ready. Returns the bytes made room for.
+    /// </summary>
+    long Provision(IReadOnlyList<Migration.TaskMemory> tasks, long maxBytes, long deadline);
+
+    /// <summary>
     /// Writes what is held now into <paramref name="parentDir"/> as a parent image, before the freeze; the final
     /// images then reference it instead of copying those pages while the tree is frozen.
     /// </summary>

@@ -69,6 +69,9 @@ public sealed partial class IncomingMigration : IDisposable
     /// <summary>The pages arriving on the page stream; null when pages travel inside the images.</summary>
     public IIncomingPages? Pages { get; internal set; }
 
+    /// <summary>Room the page store made for the pages before they came (a cold migration's); 0 when none.</summary>
+    public ulong ProvisionedBytes { get; internal set; }
+
     /// <summary>The page stream failed: the migration cannot restore.</summary>
     public void FailPages(string error)
     {

@@ -80,7 +80,14 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         }
     }
 
-    public IncomingMigration Begin(string sourceHost, int sourcePid, ulong bytesExpected)
+    /// <summary>
+    /// Creates a migration and its work directory (and page store). For a cold one, whose every page is written here
+    /// while the source tree is frozen, the store first makes room for the pages of <paramref name="tasks"/> (see
+    /// <see cref="IIncomingPages.Provision"/>), within <see cref="TargetOptions.ProvisionMaxBytes"/>, half the memory
+    /// available, half the usable disk and <see cref="TargetOptions.ProvisionTimeLimit"/>: the source waits for this
+    /// answer before it freezes anything.
+    /// </summary>
+    public IncomingMigration Begin(string sourceHost, int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<TaskMemory> tasks)
     {
         int active = _migrations.Values.Count(m => m.State is IncomingState.Receiving or IncomingState.Restoring);
         if (active >= options.MaxConcurrentMigrations)
@@ -102,6 +109,13 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         if (pagesFactory is not null)
         {
             m.Pages = pagesFactory(Path.Combine(dir, "pages"), usable);
+            if (mode == "cold" && tasks.Count > 0 && options.ProvisionMaxBytes > 0)
+            {
+                long start = System.Diagnostics.Stopwatch.GetTimestamp();
+                long budget = (long)Math.Min(Math.Min(options.ProvisionMaxBytes, MemAvailableBytes() / 2), Math.Min(usable / 2, long.MaxValue));
+                m.ProvisionedBytes = (ulong)m.Pages.Provision(tasks, budget, start + (long)(options.ProvisionTimeLimit.TotalSeconds * System.Diagnostics.Stopwatch.Frequency));
+                LogProvisioned(id, m.ProvisionedBytes >> 20, tasks.Count, budget >> 20, System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+            }
         }
 
         _migrations[id] = m;
@@ -209,6 +223,31 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
 
     [LoggerMessage(EventId = 401, Level = LogLevel.Information, Message = "migration {Id} begun from {Source} pid {Pid}, work directory {Dir}")]
     private partial void LogBegun(string id, string source, int pid, string dir);
+
+    [LoggerMessage(EventId = 403, Level = LogLevel.Information, Message = "migration {Id}: {Mib} MiB of room made for the pages of {Tasks} tasks before the freeze (budget {BudgetMib} MiB) in {Ms:0} ms")]
+    private partial void LogProvisioned(string id, ulong mib, int tasks, long budgetMib, double ms);
+
+    /// <summary>MemAvailable from /proc/meminfo, in bytes; 0 when it cannot be read (nothing is provisioned then).</summary>
+    private static ulong MemAvailableBytes()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/meminfo"))
+            {
+                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal))
+                {
+                    var kib = line["MemAvailable:".Length..].Trim().Split(' ')[0];
+                    return ulong.TryParse(kib, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var v) ? v * 1024 : 0;
+                }
+            }
+        }
+        catch (IOException)
+        {
+            // No /proc: no room made ahead, which only costs speed.
+        }
+
+        return 0;
+    }
 
     [LoggerMessage(EventId = 402, Level = LogLevel.Warning, Message = "could not remove {Dir}: {Message}")]
     private partial void LogCleanupFailed(string dir, string message);

@@ -18,6 +18,15 @@ public sealed record TargetOptions
     /// <summary>Migrations receiving or restoring at once.</summary>
     public int MaxConcurrentMigrations { get; init; } = 4;
 
+    /// <summary>
+    /// Room a cold migration's page store makes for the pages before the freeze (<see cref="IIncomingPages.Provision"/>),
+    /// at most: 4 GiB. 0 turns it off.
+    /// </summary>
+    public ulong ProvisionMaxBytes { get; init; } = 4UL << 30;
+
+    /// <summary>How long making that room may hold up the start of a cold migration (whatever is done by then is used): 10 s.</summary>
+    public TimeSpan ProvisionTimeLimit { get; init; } = TimeSpan.FromSeconds(10);
+
     /// <summary>Named fault points for tests (see <see cref="Faults"/>); empty in production.</summary>
     public IReadOnlySet<string> Faults { get; init; } = new HashSet<string>();
 }

@@ -32,17 +32,17 @@ public sealed class AgentClient(ControlChannel channel, TimeSpan callTimeout) : 
             reply.FreeBytes, reply.Checks.Select(c => new PreflightCheckResult(c.Name, c.Ok, c.Detail)).ToArray());
     }
 
-    public async Task<TargetMigration> BeginAsync(int sourcePid, ulong bytesExpected, string mode, CancellationToken ct)
+    public async Task<TargetMigration> BeginAsync(int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<Migration.Engine.Migration.TaskMemory> tasks, CancellationToken ct)
     {
-        var reply = await channel.CallAsync(AgentMethods.Begin,
-            new BeginRequest { SourceHost = Environment.MachineName, SourcePid = sourcePid, BytesExpected = bytesExpected, Mode = mode },
-            BeginReply.Parser, callTimeout, ct).ConfigureAwait(false);
+        var request = new BeginRequest { SourceHost = Environment.MachineName, SourcePid = sourcePid, BytesExpected = bytesExpected, Mode = mode };
+        request.Tasks.AddRange(tasks.Select(t => new Migration.Control.V1.TaskMemory { Pid = (uint)t.Pid, Bytes = t.Bytes }));
+        var reply = await channel.CallAsync(AgentMethods.Begin, request, BeginReply.Parser, callTimeout, ct).ConfigureAwait(false);
         if (reply.PagePort > 65535)
         {
             throw new GrpcCallException(GrpcStatusCode.Internal, $"agent announced page port {reply.PagePort}");
         }
 
-        return new TargetMigration(reply.MigrationId, (int)reply.PagePort);
+        return new TargetMigration(reply.MigrationId, (int)reply.PagePort, reply.ProvisionedBytes);
     }
 
     public async Task<ulong> SendImagesAsync(string migrationId, string imagesDir, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct)

@@ -38,6 +38,7 @@ public sealed partial class PageStore
             }
 
             FlushBuffer();
+            DropProvisioned(report: true); // room made for targets that never came: no pages, no images
             var targets = _targets.Values.OrderBy(t => t.Target.Type).ThenBy(t => t.Target.Id).ToArray();
             foreach (var t in targets)
             {

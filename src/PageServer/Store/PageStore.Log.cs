@@ -23,5 +23,14 @@ public sealed partial class PageStore
 
         [LoggerMessage(EventId = 805, Level = LogLevel.Warning, Message = "page store: undoing a failed image write, {Path} could not be put back: {Error}")]
         public static partial void UndoFailed(ILogger logger, string path, string error);
+
+        [LoggerMessage(EventId = 806, Level = LogLevel.Debug, Message = "page store: {Target} provisioned, {Bytes} bytes of room made ahead of its pages")]
+        public static partial void Provisioned(ILogger logger, string target, long bytes);
+
+        [LoggerMessage(EventId = 808, Level = LogLevel.Information, Message = "page store: the {Bytes} bytes of room made for {Target} went unused: the dump has no such target")]
+        public static partial void ProvisionUnused(ILogger logger, string target, long bytes);
+
+        [LoggerMessage(EventId = 807, Level = LogLevel.Warning, Message = "page store: no room made ahead for {Target} (its pages go into new space): {Error}")]
+        public static partial void ProvisionFailed(ILogger logger, string target, string error);
     }
 }

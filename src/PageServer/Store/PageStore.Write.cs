@@ -710,18 +710,16 @@ public sealed partial class PageStore
         }
     }
 
-    /// <summary>Gives back the space preallocated past the end of <paramref name="t"/>'s data (truncating to its own length does that).</summary>
+    /// <summary>
+    /// Gives back what <paramref name="t"/>'s data file holds past its pages: space preallocated past its end, and the
+    /// zeros <see cref="Provision"/> wrote that no page took (cutting the file to its pages' length does both).
+    /// </summary>
     private static void ReleaseReserve(TargetData t)
     {
-        if (t.Allocated == 0)
+        long end = t.DataPages * PageSize;
+        if (t.Allocated > end || RandomAccess.GetLength(t.File.SafeFileHandle) > end)
         {
-            return;
-        }
-
-        long length = RandomAccess.GetLength(t.File.SafeFileHandle);
-        if (t.Allocated > length)
-        {
-            RandomAccess.SetLength(t.File.SafeFileHandle, length);
+            RandomAccess.SetLength(t.File.SafeFileHandle, end);
         }
 
         t.Allocated = 0;

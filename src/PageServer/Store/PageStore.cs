@@ -173,29 +173,10 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
             _disposed = true;
             foreach (var t in _targets.Values)
             {
-                t.Dispose();
-                if (t.DataPath is null)
-                {
-                    continue;
-                }
-
-                try
-                {
-                    File.Delete(t.DataPath);
-                }
-                catch (IOException ex)
-                {
-                    // Safe to swallow: the file lies in the migration's own directory, which its owner removes
-                    // with the migration; failing Dispose would hide the error that ended the migration.
-                    Log.DeleteFailed(_logger, t.DataPath, ex.Message);
-                }
-                catch (UnauthorizedAccessException ex)
-                {
-                    // Safe to swallow, as above.
-                    Log.DeleteFailed(_logger, t.DataPath, ex.Message);
-                }
+                DeleteData(t);
             }
 
+            DropProvisioned(report: false);
             _targets.Clear();
         }
     }
@@ -210,6 +191,12 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
         if (target.Id == 0 || target.Type is not (PageImageType.Pid or PageImageType.Shmem))
         {
             throw new ArgumentException($"invalid page target (id {target.Id}, type {(byte)target.Type})", nameof(target));
+        }
+
+        if (TryAdoptProvisioned(target, out t))
+        {
+            Log.TargetOpened(_logger, target.ToString(), t.DataPath!);
+            return t;
         }
 
         if (_targets.Count >= _options.MaxTargets)

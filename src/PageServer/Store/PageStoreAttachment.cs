@@ -37,6 +37,26 @@ public sealed class PageStoreAttachment(PageStore store) : IIncomingPages
 
     public void Fail(string error) => _error ??= error;
 
+    /// <summary>Tasks with less memory than this (1 MiB) get no room made: it would not pay for their file.</summary>
+    public const long MinProvisionBytes = 1 << 20;
+
+    public long Provision(IReadOnlyList<Engine.Migration.TaskMemory> tasks, long maxBytes, long deadline)
+    {
+        long total = Math.Max(0, maxBytes), left = total;
+        foreach (var task in tasks.Where(t => t.Pid > 0).OrderByDescending(t => t.Bytes))
+        {
+            long bytes = (long)Math.Min(task.Bytes, (ulong)left);
+            if (bytes < MinProvisionBytes || System.Diagnostics.Stopwatch.GetTimestamp() >= deadline)
+            {
+                break;
+            }
+
+            left -= store.Provision(new Pages.PageTarget((uint)task.Pid, Pages.PageImageType.Pid), bytes, deadline);
+        }
+
+        return total - left;
+    }
+
     public void ComposeImages(string imagesDir, CancellationToken ct) => store.WriteImages(imagesDir, ct: ct);
 
     public void WriteParentImages(string parentDir, CancellationToken ct) => store.WriteParentImages(parentDir, ct);

@@ -58,7 +58,10 @@ internal sealed class TargetData : IDisposable
     /// <summary>Page number of the last page appended (meaningful once <see cref="DataPages"/> &gt; 0).</summary>
     public ulong LastAppendedPage { get; set; }
 
-    /// <summary>End of the data file's preallocated space (<see cref="FileSpace"/>); 0 when none.</summary>
+    /// <summary>
+    /// End of the data file's space made ahead of its pages: preallocated (<see cref="FileSpace"/>) or filled with
+    /// zeros (<see cref="PageStore.Provision"/>); 0 when none. Holes below it are punched out.
+    /// </summary>
     public long Allocated { get; set; }
 
     /// <summary>Written since the last fsync.</summary>
