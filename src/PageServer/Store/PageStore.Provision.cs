@@ -57,10 +57,17 @@ public sealed partial class PageStore
             }
 
             TargetData? t = null;
-            long written = 0;
+            long written = 0, allocated = 0;
             try
             {
                 t = TargetData.Create(target, _directory);
+                if (_preallocate)
+                {
+                    // The zeros then go into allocated blocks, without delayed allocation's bookkeeping per block
+                    // (FileSpace); a refusal only leaves that to the writes.
+                    allocated = FileSpace.TryAllocate(t.File.SafeFileHandle, 0, bytes) ? bytes : 0;
+                }
+
                 while (written < bytes && Stopwatch.GetTimestamp() < deadline)
                 {
                     if (bytes - written < WriteChunkBytes)
@@ -93,7 +100,7 @@ public sealed partial class PageStore
             }
 
             // Overwrites up to here; holes punched out of it (SkipHole); preallocation resumes past it (Reserve).
-            t.Allocated = written;
+            t.Allocated = Math.Max(written, allocated);
             _provisioned.Add(target, t);
             _provisionedBytes += written;
             Log.Provisioned(_logger, target.ToString(), written);
