@@ -171,24 +171,5 @@ public static class ProcessTree
         }
     }
 
-    private static ulong StatusKiB(int pid, string field)
-    {
-        try
-        {
-            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-            {
-                if (line.StartsWith(field + ":", StringComparison.Ordinal))
-                {
-                    var num = line[(field.Length + 1)..].Trim().Split(' ')[0];
-                    return ulong.TryParse(num, NumberStyles.None, CultureInfo.InvariantCulture, out var v) ? v : 0;
-                }
-            }
-        }
-        catch (IOException)
-        {
-            // Exited while we looked: it holds no memory.
-        }
-
-        return 0;
-    }
+    private static ulong StatusKiB(int pid, string field) => ProcFields.KiB($"/proc/{pid}/status", field);
 }

@@ -228,26 +228,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
     private partial void LogProvisioned(string id, ulong mib, int tasks, long budgetMib, double ms);
 
     /// <summary>MemAvailable from /proc/meminfo, in bytes; 0 when it cannot be read (nothing is provisioned then).</summary>
-    private static ulong MemAvailableBytes()
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/meminfo"))
-            {
-                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal))
-                {
-                    var kib = line["MemAvailable:".Length..].Trim().Split(' ')[0];
-                    return ulong.TryParse(kib, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var v) ? v * 1024 : 0;
-                }
-            }
-        }
-        catch (IOException)
-        {
-            // No /proc: no room made ahead, which only costs speed.
-        }
-
-        return 0;
-    }
+    private static ulong MemAvailableBytes() => Processes.ProcFields.KiB("/proc/meminfo", "MemAvailable") * 1024;
 
     [LoggerMessage(EventId = 402, Level = LogLevel.Warning, Message = "could not remove {Dir}: {Message}")]
     private partial void LogCleanupFailed(string dir, string message);

@@ -36,28 +36,19 @@ public sealed partial class PageStore
     /// </remarks>
     public long Provision(PageTarget target, long bytes, long deadline)
     {
-        if (target.Id == 0 || target.Type is not (PageImageType.Pid or PageImageType.Shmem))
-        {
-            throw new ArgumentException($"invalid page target (id {target.Id}, type {(byte)target.Type})", nameof(target));
-        }
+        ThrowIfInvalid(target);
 
-        bytes = Math.Max(0, bytes) / PageSize * PageSize;
         lock (_gate)
         {
             ThrowIfNotWritable();
-            bytes = Math.Min(bytes, (_options.MaxBytes / 2) - _provisionedBytes) / PageSize * PageSize;
+            bytes = Math.Min(Math.Max(0, bytes), (_options.MaxBytes / 2) - _provisionedBytes) / PageSize * PageSize;
             if (bytes <= 0 || _options.SyncToDisk || _targets.ContainsKey(target) || _provisioned.ContainsKey(target)
                 || _targets.Count + _provisioned.Count >= _options.MaxTargets)
             {
                 return 0;
             }
 
-            var zeros = new List<ReadOnlyMemory<byte>>(WriteChunkBytes / ZeroBlock.Length);
-            for (int i = 0; i < WriteChunkBytes / ZeroBlock.Length; i++)
-            {
-                zeros.Add(ZeroBlock);
-            }
-
+            var chunk = ZeroChunk(WriteChunkBytes);
             TargetData? t = null;
             long written = 0, allocated = 0;
             try
@@ -72,15 +63,9 @@ public sealed partial class PageStore
 
                 while (written < bytes && Stopwatch.GetTimestamp() < deadline)
                 {
-                    if (bytes - written < WriteChunkBytes)
-                    {
-                        RandomAccess.Write(t.File.SafeFileHandle, ZeroChunk(bytes - written), written);
-                        written = bytes;
-                        break;
-                    }
-
-                    RandomAccess.Write(t.File.SafeFileHandle, zeros, written);
-                    written += WriteChunkBytes;
+                    long n = Math.Min(WriteChunkBytes, bytes - written);
+                    RandomAccess.Write(t.File.SafeFileHandle, n == WriteChunkBytes ? chunk : ZeroChunk(n), written);
+                    written += n;
                 }
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
@@ -110,7 +95,7 @@ public sealed partial class PageStore
         }
     }
 
-    /// <summary>Zeros for the last piece of a provisioning write (less than <see cref="WriteChunkBytes"/>, whole pages).</summary>
+    /// <summary><paramref name="bytes"/> (whole pages, at most <see cref="WriteChunkBytes"/>) of zeros for one provisioning write, as pieces of <see cref="ZeroBlock"/>.</summary>
     private static List<ReadOnlyMemory<byte>> ZeroChunk(long bytes)
     {
         var list = new List<ReadOnlyMemory<byte>>();
@@ -122,18 +107,8 @@ public sealed partial class PageStore
         return list;
     }
 
-    /// <summary>A target's data file the store made ahead of its pages, now taken into use; false when there is none.</summary>
-    private bool TryAdoptProvisioned(PageTarget target, out TargetData t)
-    {
-        if (!_provisioned.Remove(target, out t!))
-        {
-            return false;
-        }
-
-        _targets.Add(target, t);
-        _filesCreated = true;
-        return true;
-    }
+    /// <summary>The data file the store made ahead for <paramref name="target"/>, no longer held as such; null when there is none.</summary>
+    private TargetData? TakeProvisioned(PageTarget target) => _provisioned.Remove(target, out var t) ? t : null;
 
     /// <summary>
     /// Closes and deletes the data files made ahead for targets that never came (they hold no pages); with

@@ -188,27 +188,31 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
             return t;
         }
 
-        if (target.Id == 0 || target.Type is not (PageImageType.Pid or PageImageType.Shmem))
+        ThrowIfInvalid(target);
+
+        t = TakeProvisioned(target);
+        if (t is null)
         {
-            throw new ArgumentException($"invalid page target (id {target.Id}, type {(byte)target.Type})", nameof(target));
+            if (_targets.Count >= _options.MaxTargets)
+            {
+                throw new PageStoreFullException(PageStoreLimit.Targets, target, _targets.Count + 1L, _options.MaxTargets);
+            }
+
+            t = TargetData.Create(target, _directory);
         }
 
-        if (TryAdoptProvisioned(target, out t))
-        {
-            Log.TargetOpened(_logger, target.ToString(), t.DataPath!);
-            return t;
-        }
-
-        if (_targets.Count >= _options.MaxTargets)
-        {
-            throw new PageStoreFullException(PageStoreLimit.Targets, target, _targets.Count + 1L, _options.MaxTargets);
-        }
-
-        t = TargetData.Create(target, _directory);
         _targets.Add(target, t);
         _filesCreated = true;
         Log.TargetOpened(_logger, target.ToString(), t.DataPath!);
         return t;
+    }
+
+    private static void ThrowIfInvalid(PageTarget target)
+    {
+        if (target.Id == 0 || target.Type is not (PageImageType.Pid or PageImageType.Shmem))
+        {
+            throw new ArgumentException($"invalid page target (id {target.Id}, type {(byte)target.Type})", nameof(target));
+        }
     }
 
     private void ThrowIfNotWritable()
