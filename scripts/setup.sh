@@ -132,7 +132,7 @@ publish() { # publish PROJECT OUTDIR: ReadyToRun when it can be (crossgen2 comes
   dotnet publish "$1" -c Release -o "$2" --nologo -v quiet >&2
 }
 # Separate folders: the agent runs on the ASP.NET shared framework, the CLI carries its own assemblies.
-publish "$REPO/src/Migrator.Source/Migrator.Source.csproj" "$INSTALL_DIR/migrate.d"
+publish "$REPO/src/Migrator.Source/Cli/Migrate.Cli.csproj" "$INSTALL_DIR/migrate.d"
 publish "$REPO/src/Migrator.Target/Migrator.Target.csproj" "$INSTALL_DIR/migrate-agent.d"
 if [ -z "${MIGRATE_INSTALL_DIR:-}" ]; then
   ln -sfn "$INSTALL_DIR/migrate.d/migrate" /usr/local/bin/migrate

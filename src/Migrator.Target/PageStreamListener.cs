@@ -1,10 +1,10 @@
 using System.Net;
 using System.Net.Sockets;
 using Migration.Engine.Security;
-using Migration.Engine.Target;
 using Migration.PageServer.Pages;
 using Migration.PageServer.Store;
 using Migration.PageServer.Transport;
+using Migration.Target.Incoming;
 
 namespace Migration.Target;
 

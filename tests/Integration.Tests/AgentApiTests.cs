@@ -1,8 +1,10 @@
 using Google.Protobuf;
 using Migration.Control.V1;
+using Migration.Engine.Network;
 using Migration.Engine.Security;
 using Migration.Integration.Tests.Hosts;
 using Migration.PageServer.Control;
+using Migration.Source.Agent;
 using Migration.Tests.Common;
 using Xunit;
 
@@ -32,7 +34,7 @@ public sealed class AgentApiTests : IAsyncLifetime
         File.SetUnixFileMode(token, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         _agent = await Agent.StartOnLoopbackAsync(_root, token, Random.Shared.Next(20000, 60000));
         _credentials = TokenCredentials.FromFile(token);
-        _channel = new ControlChannel(PageServer.Control.Endpoint.Parse(_agent.Endpoint), _credentials, TimeSpan.FromSeconds(10));
+        _channel = new ControlChannel(Engine.Network.Endpoint.Parse(_agent.Endpoint), _credentials, TimeSpan.FromSeconds(10));
     }
 
     public async Task DisposeAsync()
@@ -112,7 +114,7 @@ public sealed class AgentApiTests : IAsyncLifetime
             System.Security.Cryptography.RandomNumberGenerator.Fill(pages.AsSpan(i * 4096, 4096)); // odd pages random, even ones zero
         }
 
-        var stream = await PageServer.Transport.PageChannel.ConnectAsync(PageServer.Control.Endpoint.Parse(_agent!.Endpoint) with { Port = (int)begun.PagePort }, _credentials!, default);
+        var stream = await PageServer.Transport.PageChannel.ConnectAsync(Engine.Network.Endpoint.Parse(_agent!.Endpoint) with { Port = (int)begun.PagePort }, _credentials!, default);
         await using (var sender = new PageServer.Transport.PageStreamSender(stream, begun.MigrationId))
         {
             await sender.OpenAsync(target, default);

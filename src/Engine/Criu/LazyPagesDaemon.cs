@@ -38,11 +38,32 @@ public sealed class LazyPagesDaemon : IAsyncDisposable
     public string Output => _output.ToString();
 
     /// <summary>
-    /// Starts the daemon and returns once it listens for the restore (or throws with its reason). It reads the lazy
-    /// pages from a page server on <paramref name="pageServerFd"/>, a connected socket it inherits (--page-server
-    /// --ps-socket): CRIU's daemon cannot take lazy pages from local parent images, and a socket of our own needs no port.
+    /// Starts the daemon and returns once it listens for the restore (or throws with its reason), with the page server
+    /// end of a connected socket pair whose other end it inherits (--page-server --ps-socket): CRIU's daemon cannot take
+    /// lazy pages from local parent images, and a socket of our own needs no port.
     /// </summary>
-    public static async Task<LazyPagesDaemon> StartAsync(CriuOptions options, string imagesDir, string workDir, string logFile, int pageServerFd,
+    public static async Task<(LazyPagesDaemon Daemon, System.Net.Sockets.Socket PageServer)> StartServedAsync(CriuOptions options, string imagesDir,
+        string workDir, string logFile, TimeSpan readyTimeout, CancellationToken ct)
+    {
+        // The daemon inherits one end; the caller serves the other (it must, or the daemon's first request waits forever).
+        var (ours, theirs) = Native.SocketPair.Stream();
+        try
+        {
+            var daemon = await StartAsync(options, imagesDir, workDir, logFile, theirs.Value, readyTimeout, ct).ConfigureAwait(false);
+            return (daemon, ours);
+        }
+        catch
+        {
+            ours.Dispose();
+            throw;
+        }
+        finally
+        {
+            theirs.Dispose();
+        }
+    }
+
+    internal static async Task<LazyPagesDaemon> StartAsync(CriuOptions options, string imagesDir, string workDir, string logFile, int pageServerFd,
         TimeSpan readyTimeout, CancellationToken ct)
     {
         var socket = Path.Combine(workDir, SocketName);

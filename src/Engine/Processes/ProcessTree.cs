@@ -93,9 +93,9 @@ public static class ProcessTree
     /// own pagemap), named by its pid in its innermost pid namespace as CRIU names it; largest first, at most
     /// <paramref name="max"/>, none without such memory. A process that exits meanwhile is left out.
     /// </summary>
-    public static IReadOnlyList<Migration.TaskMemory> TaskMemory(int root, int max)
+    public static IReadOnlyList<TaskMemory> TaskMemory(int root, int max)
     {
-        var tasks = new List<Migration.TaskMemory>();
+        var tasks = new List<TaskMemory>();
         foreach (var pid in Enumerate(root))
         {
             ulong bytes = StatusKiB(pid, "RssAnon") * 1024;
@@ -106,7 +106,7 @@ public static class ProcessTree
 
             try
             {
-                tasks.Add(new Migration.TaskMemory(ProcessMemory.VirtualPid(pid), bytes));
+                tasks.Add(new TaskMemory(ProcessMemory.VirtualPid(pid), bytes));
             }
             catch (IOException)
             {
@@ -117,6 +117,12 @@ public static class ProcessTree
         tasks.Sort((a, b) => b.Bytes.CompareTo(a.Bytes));
         return tasks.Count > max ? tasks.GetRange(0, max) : tasks;
     }
+
+    /// <summary>SIGKILL to each of <paramref name="pids"/>; see <see cref="SignalAll"/>.</summary>
+    public static int KillAll(IEnumerable<int> pids) => SignalAll(pids, Libc.SIGKILL);
+
+    /// <summary>SIGCONT to each of <paramref name="pids"/>; see <see cref="SignalAll"/>.</summary>
+    public static int ContinueAll(IEnumerable<int> pids) => SignalAll(pids, Libc.SIGCONT);
 
     /// <summary>Sends <paramref name="signal"/> to every process of the tree; returns how many got it.</summary>
     public static int SignalAll(IEnumerable<int> pids, int signal)

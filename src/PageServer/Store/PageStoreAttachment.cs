@@ -1,4 +1,3 @@
-using Migration.Engine.Target;
 
 namespace Migration.PageServer.Store;
 
@@ -40,7 +39,7 @@ public sealed class PageStoreAttachment(PageStore store) : IIncomingPages
     /// <summary>Tasks with less memory than this (1 MiB) get no room made: it would not pay for their file.</summary>
     public const long MinProvisionBytes = 1 << 20;
 
-    public long Provision(IReadOnlyList<Engine.Migration.TaskMemory> tasks, long maxBytes, long deadline)
+    public long Provision(IReadOnlyList<Engine.Processes.TaskMemory> tasks, long maxBytes, long deadline)
     {
         long total = Math.Max(0, maxBytes), left = total;
         foreach (var task in tasks.Where(t => t.Pid > 0).OrderByDescending(t => t.Bytes))

@@ -3,6 +3,7 @@ using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
 using System.Security.Cryptography;
+using Migration.Engine.Network;
 using Migration.Engine.Security;
 using Migration.PageServer.Control;
 

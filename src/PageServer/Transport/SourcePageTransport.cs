@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
-using Migration.Engine.Migration;
+using Migration.Engine.Network;
+using Migration.Engine.Processes;
 using Migration.Engine.Security;
 using Migration.PageServer.Control;
 using Migration.PageServer.Criu;

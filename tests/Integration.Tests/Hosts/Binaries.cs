@@ -8,7 +8,7 @@ public static class Binaries
 {
     public static string RepoRoot { get; } = FindRepoRoot();
 
-    public static string Migrate => Find("migrate", "src/Migrator.Source", "migrate.d/migrate");
+    public static string Migrate => Find("migrate", "src/Migrator.Source/Cli", "migrate.d/migrate");
 
     public static string Agent => Find("migrate-agent", "src/Migrator.Target", "migrate-agent.d/migrate-agent");
 

@@ -1,4 +1,5 @@
 using System.Buffers;
+using Migration.Engine.Network;
 using Migration.PageServer.Control;
 using Xunit;
 

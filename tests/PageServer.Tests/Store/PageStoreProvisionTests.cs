@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.Diagnostics;
 using Migration.Engine.Images;
-using Migration.Engine.Migration;
+using Migration.Engine.Processes;
 using Migration.PageServer.Pages;
 using Migration.PageServer.Store;
 using Xunit;

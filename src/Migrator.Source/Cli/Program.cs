@@ -1,0 +1,275 @@
+using System.CommandLine;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Migration.Engine.Criu;
+using Migration.Engine.Network;
+using Migration.Engine.Security;
+using Migration.PageServer.Control;
+using Migration.PageServer.Transport;
+using Migration.Source;
+using Migration.Source.Agent;
+using Migration.Source.Precopy;
+using Serilog;
+using Serilog.Events;
+using Serilog.Extensions.Logging;
+
+var to = new Option<string>("--to") { Description = "The target agent, HOST:PORT (migrate-agent --listen)", Required = true };
+var tokenFile = new Option<string>("--token-file") { Description = "File holding the shared secret token (mode 600); the agent uses the same one", Required = true };
+var mode = new Option<string>("--mode") { Description = "precopy: copy memory while the workload runs (userfaultfd write-protect dirty tracking), then freeze briefly for the rest; cold: freeze, dump, transfer, restore", DefaultValueFactory = _ => "precopy" };
+mode.AcceptOnlyFromAmong("precopy", "cold");
+var finalDump = new Option<string>("--final-dump") { Description = "precopy mode, while frozen: lazy: CRIU dumps metadata only and only pages written since the last iteration are read and sent; full: CRIU reads every page once more and only the changed ones are sent (slower; a fallback)", DefaultValueFactory = _ => "lazy" };
+finalDump.AcceptOnlyFromAmong("lazy", "full");
+var restorePages = new Option<string>("--restore-pages") { Description = "precopy mode with --final-dump lazy, on the target: lazy: the tree resumes before its memory is filled (criu lazy-pages fills it from the target's own copy, first-touched pages first); eager: the restore reads every page before the tree resumes (longer freeze)", DefaultValueFactory = _ => "lazy" };
+restorePages.AcceptOnlyFromAmong("lazy", "eager");
+var maxIterations = new Option<int>("--max-iterations") { Description = "Pre-copy iterations at most, the full first copy included", DefaultValueFactory = _ => 8 };
+var maxDowntime = new Option<int>("--max-downtime") { Description = "Milliseconds the final dirty set may take to move at the measured rate: pre-copy stops once it fits", DefaultValueFactory = _ => 100 };
+var json = new Option<bool>("--json") { Description = "Print the result as one JSON object on the last line of stdout" };
+var workDir = new Option<string>("--work-dir") { Description = "Staging directory for the dump (removed afterwards; CRIU logs kept)", DefaultValueFactory = _ => "/var/lib/migrate/source" };
+var logDir = new Option<string>("--log-dir") { Description = "Directory for this command's log file", DefaultValueFactory = _ => "/var/log/migrate" };
+var keepImages = new Option<bool>("--keep-images") { Description = "Keep the staged images after the migration (for debugging)" };
+var tcpEstablished = new Option<bool>("--tcp-established") { Description = "Migrate established TCP connections (CRIU repair mode, nftables network lock)" };
+var shellJob = new Option<bool>("--shell-job") { Description = "The tree is a job of a shell (its session/group lead is outside the tree)" };
+var timeout = new Option<int>("--timeout") { Description = "Seconds the target gets to receive and restore while the workload is frozen; past it the source resumes", DefaultValueFactory = _ => 600 };
+var compress = new Option<string>("--compress") { Description = "LZ4 on the page stream: auto (on unless the target is on loopback, where the link is not the bottleneck), always, never. Zero pages are elided always", DefaultValueFactory = _ => "auto" };
+compress.AcceptOnlyFromAmong("auto", "always", "never");
+var dryRun = new Option<bool>("--dry-run") { Description = "Move the memory and images to the target and discard them there; the tree keeps running here. Measures what a migration would move and how fast" };
+var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging on stderr" };
+var pidArg = new Argument<int>("PID") { Description = "Root of the process tree to migrate" };
+
+var root = new RootCommand("""
+    migrate: move a running process tree to another host.
+
+    The tree is frozen, dumped with CRIU, sent to the target agent, restored there (left stopped), and only
+    when the target confirms the restore is the source copy killed and the target copy resumed. On any
+    failure before that the workload resumes on the source and migrate exits non-zero.
+
+    Exit codes: 0 migrated; 1 failed, the workload runs on the source (or was never touched);
+    2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy.
+    """)
+{
+    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, json, workDir, logDir, keepImages, tcpEstablished, shellJob, timeout, compress, dryRun, verbose, pidArg,
+};
+
+root.SetAction(async (parse, ct) =>
+{
+    bool asJson = parse.GetValue(json);
+    int pid = parse.GetValue(pidArg);
+    var logs = parse.GetValue(logDir)!;
+    var logPath = Path.Combine(logs, $"migrate-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{pid}.log");
+    try
+    {
+        Directory.CreateDirectory(logs);
+    }
+    catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+    {
+        return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"cannot create log directory {logs}: {ex.Message}");
+    }
+
+    Log.Logger = new LoggerConfiguration()
+        .MinimumLevel.Debug()
+        .WriteTo.Console(restrictedToMinimumLevel: parse.GetValue(verbose) ? LogEventLevel.Debug : LogEventLevel.Warning,
+            standardErrorFromLevel: LogEventLevel.Verbose, outputTemplate: "{Timestamp:HH:mm:ss.fff} {Level:u3} {Message:lj}{NewLine}{Exception}")
+        .WriteTo.File(logPath, outputTemplate: "{Timestamp:o} {Level:u3} [{SourceContext}] {Message:lj}{NewLine}{Exception}")
+        .CreateLogger();
+    using ILoggerFactory loggers = new SerilogLoggerFactory(Log.Logger);
+    try
+    {
+        if (pid <= 0)
+        {
+            return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"PID must be positive, got {pid}");
+        }
+
+        if (!Endpoint.TryParse(parse.GetValue(to), out var endpoint, out var endpointError))
+        {
+            return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"--to {endpointError}");
+        }
+
+        TokenCredentials credentials;
+        try
+        {
+            credentials = TokenCredentials.FromFile(parse.GetValue(tokenFile)!);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"cannot use the token: {ex.Message}");
+        }
+
+        var options = new SourceMigrationOptions
+        {
+            WorkRoot = parse.GetValue(workDir)!,
+            KeepImages = parse.GetValue(keepImages),
+            TcpEstablished = parse.GetValue(tcpEstablished),
+            ShellJob = parse.GetValue(shellJob),
+            Mode = parse.GetValue(mode)!,
+            FinalDump = parse.GetValue(finalDump)!,
+            LazyRestore = parse.GetValue(restorePages) == "lazy",
+            CutoverTimeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(timeout))),
+            DryRun = parse.GetValue(dryRun),
+            Precopy = new PrecopyPolicy
+            {
+                MaxIterations = Math.Max(1, parse.GetValue(maxIterations)),
+                MaxDowntime = TimeSpan.FromMilliseconds(Math.Max(1, parse.GetValue(maxDowntime))),
+            },
+        };
+        using (credentials)
+        using (var channel = new ControlChannel(endpoint, credentials, TimeSpan.FromSeconds(10)))
+        {
+            var target = new AgentClient(channel, options.CallTimeout);
+            var criu = new CriuClient(new CriuOptions(), loggers.CreateLogger<CriuClient>());
+            // Pages go from CRIU to the agent's page store on the page stream (its port comes with Begin).
+            var compression = parse.GetValue(compress) switch
+            {
+                "always" => true,
+                "never" => false,
+                _ => !endpoint.IsLoopback,
+            };
+            var codec = new Migration.PageServer.Streaming.PageFrameWriterOptions(disableCompression: !compression);
+
+            // Compiles the page path while the preflight runs, so that it is not compiled inside the freeze.
+            var warmup = Migration.PageServer.PageWarmup.TryRunAsync(options.WorkRoot, loggers.CreateLogger("Migration.PageServer.PageWarmup"), ct);
+            var migration = new SourceMigration(criu, target, options, loggers.CreateLogger<SourceMigration>(), TimeProvider.System,
+                async (begun, c) =>
+                {
+                    await Task.WhenAny(warmup, Task.Delay(TimeSpan.FromSeconds(5), c));
+                    return await SourcePageTransport.StartAsync(endpoint with { Port = begun.PagePort }, credentials, begun.Id, loggers, c, codec);
+                });
+            var progress = new SyncProgress(p => Console.Error.WriteLine($"[{p.Phase.ToString().ToLowerInvariant()}] {p.Message}"));
+            Log.Information("migrating pid {Pid} to {Target} ({Mode}), log {LogPath}", pid, endpoint.ToString(), options.Mode, logPath);
+            MigrationResult r;
+            try
+            {
+                r = await migration.RunAsync(pid, progress, ct);
+            }
+            catch (MigrationException ex)
+            {
+                Log.Error("migration failed in {Phase}: {Message}", ex.Phase, ex.Message);
+                int code = ex.Outcome == WorkloadOutcome.OnTargetUnconfirmed ? 3 : 1;
+                return Fail(asJson, code, ex.Phase.ToString().ToLowerInvariant(), ex.Outcome, $"{ex.Message} (log: {logPath})");
+            }
+
+            Console.Out.WriteLine(r.DryRun
+                ? $"dry run of pid {r.SourcePid} -> {endpoint}: moved and discarded; the workload kept running here"
+                : $"migrated pid {r.SourcePid} -> {endpoint} pid {r.TargetPid} ({r.Mode})");
+            Console.Out.WriteLine($"  moved    {r.BytesSent / 1048576.0:0.0} MiB on the wire ({r.ImageFiles} metadata images)");
+            if (r.Pages is { } p)
+            {
+                Console.Out.WriteLine($"  pages    {p.Pages} ({p.Pages * 4096 / 1048576.0:0.0} MiB, {p.ZeroPages} zero), {p.WireBytes / 1048576.0:0.0} MiB on the wire, ratio {p.CompressionRatio:0.00}, {p.BytesPerSecond / 1048576.0:0} MiB/s");
+            }
+
+            if (r.Iterations.Count > 0)
+            {
+                Console.Out.WriteLine($"  precopy  {r.Iterations.Count} iterations, {r.Iterations.Sum(i => i.PagesSent)} pages; stopped: {r.PrecopyNote}");
+            }
+            else if (r.PrecopyNote is not null)
+            {
+                Console.Out.WriteLine($"  precopy  not used: {r.PrecopyNote}");
+            }
+
+            if (r.FinalRound is { } fr)
+            {
+                Console.Out.WriteLine($"  final    {fr.MemoryPages + fr.ImagePages} pages sent while frozen ({fr.MemoryPages} written since the last iteration or never copied, {fr.ImagePages} from CRIU's images), {fr.CleanPages} kept from pre-copy, {fr.Elapsed.TotalMilliseconds:0} ms");
+            }
+
+            Console.Out.WriteLine($"  frozen   {r.Frozen.TotalMilliseconds:0} ms, {r.BytesFrozen / 1048576.0:0.0} MiB moved while frozen (dump {r.Dump.TotalMilliseconds:0}, transfer {r.Transfer.TotalMilliseconds:0}, restore {r.Restore.TotalMilliseconds:0})");
+            Console.Out.WriteLine($"  total    {r.Total.TotalMilliseconds:0} ms");
+            if (r.ProvisionedBytes > 0)
+            {
+                Console.Out.WriteLine($"  begin    {r.Begin.TotalMilliseconds:0} ms before the freeze, the target making room for {r.ProvisionedBytes / 1048576.0:0.0} MiB of pages");
+            }
+
+            if (asJson)
+            {
+                var doc = new Dictionary<string, object>
+                {
+                    ["status"] = r.DryRun ? "dry-run" : "migrated",
+                    ["migrationId"] = r.MigrationId,
+                    ["sourcePid"] = r.SourcePid,
+                    ["targetPid"] = r.TargetPid,
+                    ["mode"] = r.Mode,
+                    ["frozenMs"] = Math.Round(r.Frozen.TotalMilliseconds, 1),
+                    ["totalMs"] = Math.Round(r.Total.TotalMilliseconds, 1),
+                    ["dumpMs"] = Math.Round(r.Dump.TotalMilliseconds, 1),
+                    ["transferMs"] = Math.Round(r.Transfer.TotalMilliseconds, 1),
+                    ["restoreMs"] = Math.Round(r.Restore.TotalMilliseconds, 1),
+                    ["beginMs"] = Math.Round(r.Begin.TotalMilliseconds, 1),
+                    ["provisionedBytes"] = r.ProvisionedBytes,
+                    ["bytesSent"] = r.BytesSent,
+                    ["bytesFrozen"] = r.BytesFrozen,
+                    ["imageFiles"] = r.ImageFiles,
+                    ["iterations"] = r.Iterations.Count,
+                    ["iterationDetails"] = r.Iterations.Select(i => new Dictionary<string, object>
+                    {
+                        ["pagesSent"] = i.PagesSent,
+                        ["wireBytes"] = i.BytesOnWire,
+                        ["dirtyPages"] = i.DirtyPagesFound,
+                        ["ms"] = Math.Round(i.Elapsed.TotalMilliseconds, 1),
+                    }).ToArray(),
+                };
+                if (r.PrecopyNote is not null)
+                {
+                    doc["precopyStop"] = r.PrecopyNote;
+                }
+
+                if (r.FinalRound is { } f)
+                {
+                    doc["finalDump"] = "lazy";
+                    doc["restorePages"] = options.LazyRestore ? "lazy" : "eager";
+                    doc["finalPagesFromMemory"] = f.MemoryPages;
+                    doc["finalPagesFromImages"] = f.ImagePages;
+                    doc["finalPagesKept"] = f.CleanPages;
+                    doc["finalRoundMs"] = Math.Round(f.Elapsed.TotalMilliseconds, 1);
+                }
+
+                if (r.Pages is { } ps)
+                {
+                    doc["pages"] = ps.Pages;
+                    doc["zeroPages"] = ps.ZeroPages;
+                    doc["pageBytes"] = ps.Pages * 4096;
+                    doc["pageWireBytes"] = ps.WireBytes;
+                    doc["compressionRatio"] = Math.Round(ps.CompressionRatio, 3);
+                    doc["pageMs"] = Math.Round(ps.Elapsed.TotalMilliseconds, 1);
+                }
+
+                Console.Out.WriteLine(JsonSerializer.Serialize(doc));
+            }
+
+            return 0;
+        }
+    }
+    finally
+    {
+        await Log.CloseAndFlushAsync();
+    }
+});
+
+return await root.Parse(args).InvokeAsync();
+
+static int Fail(bool asJson, int code, string phase, WorkloadOutcome outcome, string message)
+{
+    Console.Error.WriteLine($"migrate: {message}");
+    if (asJson)
+    {
+        var workload = outcome switch
+        {
+            WorkloadOutcome.Untouched => "untouched",
+            WorkloadOutcome.ResumedOnSource => "running-on-source",
+            _ => "on-target-unconfirmed",
+        };
+        Console.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["status"] = "failed",
+            ["phase"] = phase,
+            ["workload"] = workload,
+            ["error"] = message,
+        }));
+    }
+
+    return code;
+}
+
+
+/// <summary>Progress reported on the caller's thread (Progress&lt;T&gt; would post to the thread pool and reorder lines).</summary>
+internal sealed class SyncProgress(Action<MigrationProgress> report) : IProgress<MigrationProgress>
+{
+    public void Report(MigrationProgress value) => report(value);
+}

@@ -1,0 +1,35 @@
+namespace Migration.Source;
+
+/// <summary>The phases of a migration, in order; a failure names the one it happened in.</summary>
+public enum MigrationPhase
+{
+    Preflight,
+    Begin,
+    Precopy,
+    Dump,
+    Transfer,
+    Restore,
+    Commit,
+}
+
+/// <summary>What happened to the workload when a migration failed.</summary>
+public enum WorkloadOutcome
+{
+    /// <summary>Nothing was frozen: the workload never stopped.</summary>
+    Untouched,
+
+    /// <summary>The workload was frozen and has resumed on the source.</summary>
+    ResumedOnSource,
+
+    /// <summary>The source copy is gone and the target holds the only copy, which could not be confirmed running.</summary>
+    OnTargetUnconfirmed,
+}
+
+/// <summary>A migration that did not complete; says in which phase, why, and where the workload is.</summary>
+public sealed class MigrationException(MigrationPhase phase, WorkloadOutcome outcome, string message, Exception? inner = null)
+    : Exception(message, inner)
+{
+    public MigrationPhase Phase { get; } = phase;
+
+    public WorkloadOutcome Outcome { get; } = outcome;
+}

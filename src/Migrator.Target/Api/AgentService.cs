@@ -1,0 +1,168 @@
+using Google.Protobuf;
+using Migration.Control.V1;
+using Migration.Engine.Contract;
+using Migration.Engine.Criu;
+using Migration.Engine.Images;
+using Migration.Engine.Processes;
+using Migration.Target.Api;
+using Migration.Target.Incoming;
+using TaskMemory = Migration.Engine.Processes.TaskMemory;
+
+namespace Migration.Target.Api;
+
+/// <summary>The Agent service (proto/migrate/v1/agent.proto) over <see cref="TargetAgent"/>.</summary>
+public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pageStreams, ILogger<AgentService> logger)
+{
+    /// <summary>Tasks a Begin may name (the source sends its largest 64): a bound on what one request makes the agent walk.</summary>
+    public const int MaxTasks = 1024;
+
+    /// <summary>PID_MAX_LIMIT on 64-bit Linux: no task has a larger pid.</summary>
+    private const uint MaxPid = 4 * 1024 * 1024;
+
+    public void MapTo(GrpcServer server)
+    {
+        server.Map(PageServer.Control.AgentMethods.Preflight, PreflightRequest.Parser, PreflightAsync);
+        server.Map(PageServer.Control.AgentMethods.Begin, BeginRequest.Parser, Begin);
+        server.Map(PageServer.Control.AgentMethods.PutImage, ImageChunk.Parser, PutImage);
+        server.Map(PageServer.Control.AgentMethods.PrepareCutover, PrepareCutoverRequest.Parser, PrepareCutover);
+        server.Map(PageServer.Control.AgentMethods.Restore, RestoreRequest.Parser, RestoreAsync);
+        server.Map(PageServer.Control.AgentMethods.Commit, CommitRequest.Parser, Commit);
+        server.Map(PageServer.Control.AgentMethods.Abort, AbortRequest.Parser, Abort);
+        server.Map(PageServer.Control.AgentMethods.GetMigration, GetMigrationRequest.Parser, GetMigration);
+    }
+
+    private async Task<PreflightReply> PreflightAsync(PreflightRequest req, CallContext ctx)
+    {
+        var v = req.SourceCriu ?? new CriuVersion();
+        var request = new SourcePreflight(Clip(req.SourceHost), Clip(req.SourceVersion),
+            new CriuVersionInfo(v.Major, v.Minor, v.Sublevel, Clip(v.Text)), req.CpuinfoImage.ToByteArray(), req.BytesNeeded, Clip(req.Mode));
+        var result = await agent.PreflightAsync(request, ctx.Cancellation).ConfigureAwait(false);
+        var reply = new PreflightReply
+        {
+            Ok = result.Ok,
+            AgentVersion = result.AgentVersion,
+            Hostname = result.Hostname,
+            FreeBytes = result.FreeBytes,
+        };
+        if (result.Criu is { } c)
+        {
+            reply.TargetCriu = new CriuVersion { Major = c.Major, Minor = c.Minor, Sublevel = c.Sublevel, Text = c.Text };
+        }
+
+        reply.Checks.AddRange(result.Checks.Select(x => new PreflightCheck { Name = x.Name, Ok = x.Ok, Detail = x.Detail }));
+        return reply;
+    }
+
+    private Task<BeginReply> Begin(BeginRequest req, CallContext ctx)
+    {
+        if (req.Mode is not ("cold" or "precopy"))
+        {
+            throw new TargetRequestException(TargetError.InvalidArgument, $"mode '{Clip(req.Mode)}' is not supported");
+        }
+
+        if (req.Tasks.Count > MaxTasks)
+        {
+            throw new TargetRequestException(TargetError.InvalidArgument, $"{req.Tasks.Count} tasks named; at most {MaxTasks} are taken");
+        }
+
+        var tasks = new List<TaskMemory>(req.Tasks.Count);
+        foreach (var t in req.Tasks)
+        {
+            if (t.Pid is 0 or > MaxPid || t.Bytes == 0)
+            {
+                throw new TargetRequestException(TargetError.InvalidArgument, $"task pid {t.Pid} with {t.Bytes} bytes: a pid is 1..{MaxPid}, and only tasks with memory are named");
+            }
+
+            tasks.Add(new TaskMemory((int)t.Pid, t.Bytes));
+        }
+
+        var m = agent.Begin(Clip(req.SourceHost), req.SourcePid, req.BytesExpected, req.Mode, tasks);
+        LogBegin(m.Id, ctx.Peer);
+        return Task.FromResult(new BeginReply
+        {
+            MigrationId = m.Id,
+            MaxImageBytes = m.MaxBytes,
+            MaxImageFiles = (uint)agent.Options.MaxImageFiles,
+            PagePort = agent.AcceptsPageStreams ? (uint)pageStreams.Port : 0,
+            ProvisionedBytes = m.ProvisionedBytes,
+        });
+    }
+
+    private Task<PutImageReply> PutImage(ImageChunk req, CallContext ctx)
+    {
+        var m = agent.Get(req.MigrationId);
+        if (agent.Options.Faults.Contains(Faults.CutTransfer) && m.ChunksReceived >= 1)
+        {
+            LogFault(m.Id, Faults.CutTransfer);
+            ctx.Http.Abort();
+            throw new OperationCanceledException("connection cut by fault injection");
+        }
+
+        var (fileBytes, total) = m.PutChunk(req.Name, req.Offset, req.Data.Span, req.Last);
+        return Task.FromResult(new PutImageReply { FileBytes = fileBytes, TotalBytes = total });
+    }
+
+    private Task<PrepareCutoverReply> PrepareCutover(PrepareCutoverRequest req, CallContext ctx)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            agent.Get(req.MigrationId).PrepareCutover(ctx.Cancellation);
+        }
+        catch (Exception ex) when (ex is IOException or InvalidOperationException or UnauthorizedAccessException)
+        {
+            throw new TargetRequestException(TargetError.Internal, $"writing the parent image failed: {ex.Message}");
+        }
+
+        return Task.FromResult(new PrepareCutoverReply { Ms = (uint)sw.ElapsedMilliseconds });
+    }
+
+    private async Task<RestoreReply> RestoreAsync(RestoreRequest req, CallContext ctx)
+    {
+        var manifest = req.Manifest.Select(f => new Engine.Images.ImageFileInfo(f.Name, f.Size, f.Sha256.ToByteArray())).ToArray();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        int pid = await agent.RestoreAsync(req.MigrationId, manifest, req.PagesStreamed, req.LazyPages, ctx.Cancellation).ConfigureAwait(false);
+        return new RestoreReply { Pid = pid, RestoreMs = (uint)sw.ElapsedMilliseconds };
+    }
+
+    private Task<CommitReply> Commit(CommitRequest req, CallContext ctx)
+    {
+        var (pid, resumed) = agent.Get(req.MigrationId).Commit();
+        return Task.FromResult(new CommitReply { Pid = pid, TasksResumed = (uint)resumed });
+    }
+
+    private Task<AbortReply> Abort(AbortRequest req, CallContext ctx)
+    {
+        bool killed = agent.Get(req.MigrationId).Abort(Clip(req.Reason));
+        return Task.FromResult(new AbortReply { KilledRestoredTree = killed });
+    }
+
+    private Task<MigrationInfo> GetMigration(GetMigrationRequest req, CallContext ctx)
+    {
+        var m = agent.Get(req.MigrationId);
+        var info = new MigrationInfo
+        {
+            MigrationId = m.Id,
+            State = m.State.ToString().ToLowerInvariant(),
+            BytesReceived = m.BytesReceived,
+            Pid = m.RestoredPid,
+            Error = m.Error ?? "",
+        };
+        if (m.Pages is PageServer.Store.PageStoreAttachment { Claimed: true } pages)
+        {
+            info.Pages = pages.Progress.Snapshot();
+        }
+
+        return Task.FromResult(info);
+    }
+
+    /// <summary>Peer strings go into logs and messages: bounded and without control characters.</summary>
+    private static string Clip(string? s) =>
+        s is null ? "" : new string(s.Take(256).Select(c => char.IsControl(c) ? '?' : c).ToArray());
+
+    [LoggerMessage(EventId = 600, Level = LogLevel.Information, Message = "migration {Id} begun by {Peer}")]
+    private partial void LogBegin(string id, string peer);
+
+    [LoggerMessage(EventId = 601, Level = LogLevel.Warning, Message = "fault injected in migration {Id}: {Fault}")]
+    private partial void LogFault(string id, string fault);
+}

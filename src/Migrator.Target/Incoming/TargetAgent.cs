@@ -1,0 +1,238 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Migration.Engine.Contract;
+using Migration.Engine.Criu;
+using Migration.Engine.Images;
+using Migration.Engine.Processes;
+using Migration.PageServer.Store;
+
+namespace Migration.Target.Incoming;
+
+/// <summary>
+/// The target side of migrations, independent of the API that carries it: preflight, the table of
+/// incoming migrations and their work directories, restore, commit and abort.
+/// </summary>
+public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, ILoggerFactory loggers,
+    Func<string, ulong, IIncomingPages>? pagesFactory = null) : IDisposable
+{
+    /// <summary>Does this agent take page streams (a page store per migration)?</summary>
+    public bool AcceptsPageStreams => pagesFactory is not null;
+
+    private readonly ConcurrentDictionary<string, IncomingMigration> _migrations = new(StringComparer.Ordinal);
+    private readonly ILogger _logger = loggers.CreateLogger<TargetAgent>();
+
+    public TargetOptions Options => options;
+
+    public static string Version => Engine.BuildInfo.Version;
+
+    public async Task<TargetPreflight> PreflightAsync(SourcePreflight request, CancellationToken ct)
+    {
+        var checks = new List<PreflightCheckResult>();
+        CriuVersionInfo? version = null;
+        Directory.CreateDirectory(options.WorkRoot);
+        // Preflight changes nothing: its scratch directory is removed before answering.
+        var scratch = Path.Combine(options.WorkRoot, $".preflight-{Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(6)).ToLowerInvariant()}");
+        Directory.CreateDirectory(scratch);
+        try
+        {
+            try
+            {
+                version = await criu.GetVersionAsync(ct).ConfigureAwait(false);
+                bool ok = version.AsVersion >= CriuOptions.MinimumVersion && version.AsVersion >= new Version(request.Criu.Major, request.Criu.Minor);
+                checks.Add(new PreflightCheckResult("criu-version", ok,
+                    ok ? $"target {version}, source {request.Criu}"
+                       : $"target CRIU {version} cannot restore images of source CRIU {request.Criu} (need >= {CriuOptions.MinimumVersion} and >= the source's)"));
+            }
+            catch (CriuException ex)
+            {
+                checks.Add(new PreflightCheckResult("criu-version", false, ex.Message));
+            }
+
+            await RunCheckAsync(checks, "criu-check", () => criu.CheckAsync(scratch, ct), "criu check passed").ConfigureAwait(false);
+
+            if (request.CpuInfoImage.Length is 0 or > 1 << 20)
+            {
+                checks.Add(new PreflightCheckResult("cpuinfo", false, $"source sent a cpuinfo image of {request.CpuInfoImage.Length} bytes"));
+            }
+            else
+            {
+                await File.WriteAllBytesAsync(Path.Combine(scratch, "cpuinfo.img"), request.CpuInfoImage, ct).ConfigureAwait(false);
+                await RunCheckAsync(checks, "cpuinfo", () => criu.CpuInfoCheckAsync(scratch, ct), "source CPU features are available here").ConfigureAwait(false);
+            }
+
+            ulong free = FreeBytes();
+            ulong usable = free > options.ReserveBytes ? free - options.ReserveBytes : 0;
+            bool spaceOk = request.BytesNeeded <= usable;
+            checks.Add(new PreflightCheckResult("disk", spaceOk,
+                $"{request.BytesNeeded >> 20} MiB needed, {usable >> 20} MiB usable in {options.WorkRoot} ({options.ReserveBytes >> 20} MiB reserved)"));
+
+            bool modeOk = request.Mode is "cold" or "precopy";
+            checks.Add(new PreflightCheckResult("mode", modeOk, modeOk ? request.Mode : $"mode '{request.Mode}' is not supported by this agent"));
+
+            int active = _migrations.Values.Count(m => m.State is IncomingState.Receiving or IncomingState.Restoring);
+            bool slotOk = active < options.MaxConcurrentMigrations;
+            checks.Add(new PreflightCheckResult("capacity", slotOk, $"{active} of {options.MaxConcurrentMigrations} migrations in progress"));
+
+            bool allOk = checks.All(c => c.Ok);
+            LogPreflight(request.SourceHost, allOk, string.Join("; ", checks.Where(c => !c.Ok).Select(c => $"{c.Name}: {c.Detail}")));
+            return new TargetPreflight(allOk, Version, Environment.MachineName, version, free, checks);
+        }
+        finally
+        {
+            TryDelete(scratch);
+        }
+    }
+
+    /// <summary>
+    /// Creates a migration and its work directory (and page store). For a cold one, whose every page is written here
+    /// while the source tree is frozen, the store first makes room for the pages of <paramref name="tasks"/> (see
+    /// <see cref="IIncomingPages.Provision"/>), within <see cref="TargetOptions.ProvisionMaxBytes"/>, half the memory
+    /// available, half the usable disk and <see cref="TargetOptions.ProvisionTimeLimit"/>: the source waits for this
+    /// answer before it freezes anything.
+    /// </summary>
+    public IncomingMigration Begin(string sourceHost, int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<TaskMemory> tasks)
+    {
+        int active = _migrations.Values.Count(m => m.State is IncomingState.Receiving or IncomingState.Restoring);
+        if (active >= options.MaxConcurrentMigrations)
+        {
+            throw new TargetRequestException(TargetError.ResourceExhausted, $"{active} migrations already in progress");
+        }
+
+        ulong free = FreeBytes();
+        ulong usable = free > options.ReserveBytes ? free - options.ReserveBytes : 0;
+        if (bytesExpected > usable)
+        {
+            throw new TargetRequestException(TargetError.ResourceExhausted, $"{bytesExpected} bytes expected, {usable} usable");
+        }
+
+        var id = $"{DateTime.UtcNow:yyyyMMddHHmmss}-{Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4)).ToLowerInvariant()}";
+        var dir = Path.Combine(options.WorkRoot, id);
+        Directory.CreateDirectory(dir);
+        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>());
+        if (pagesFactory is not null)
+        {
+            m.Pages = pagesFactory(Path.Combine(dir, "pages"), usable);
+            if (mode == "cold" && tasks.Count > 0 && options.ProvisionMaxBytes > 0)
+            {
+                long start = System.Diagnostics.Stopwatch.GetTimestamp();
+                long budget = (long)Math.Min(Math.Min(options.ProvisionMaxBytes, MemAvailableBytes() / 2), Math.Min(usable / 2, long.MaxValue));
+                m.ProvisionedBytes = (ulong)m.Pages.Provision(tasks, budget, start + (long)(options.ProvisionTimeLimit.TotalSeconds * System.Diagnostics.Stopwatch.Frequency));
+                LogProvisioned(id, m.ProvisionedBytes >> 20, tasks.Count, budget >> 20, System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+            }
+        }
+
+        _migrations[id] = m;
+        LogBegun(id, sourceHost, sourcePid, dir);
+        return m;
+    }
+
+    public IncomingMigration Get(string id) =>
+        id.Length <= 64 && _migrations.TryGetValue(id, out var m)
+            ? m
+            : throw new TargetRequestException(TargetError.NotFound, $"no migration '{new string(id.Take(64).Where(c => !char.IsControl(c)).ToArray())}' on this agent");
+
+    public async Task<int> RestoreAsync(string id, IReadOnlyList<ImageFileInfo> manifest, bool pagesStreamed, bool lazyPages, CancellationToken ct)
+    {
+        var m = Get(id);
+        m.VerifyManifest(manifest);
+        if (lazyPages && pagesStreamed)
+        {
+            // criu lazy-pages takes ~0.1 s to start: it does while the page images are composed.
+            m.BeginLazyPages(criu, ct);
+        }
+
+        if (pagesStreamed)
+        {
+            try
+            {
+                m.ComposePages(ct);
+            }
+            catch (Exception ex) when (ex is IOException or InvalidOperationException or UnauthorizedAccessException)
+            {
+                m.Abort($"composing page images failed: {ex.Message}");
+                throw new TargetRequestException(TargetError.Internal, $"composing page images failed: {ex.Message}");
+            }
+        }
+
+        if (lazyPages && !pagesStreamed)
+        {
+            throw new TargetRequestException(TargetError.InvalidArgument, "a lazy restore needs streamed pages (the store composes its images)");
+        }
+
+        var spec = new RestoreSpec { ImagesDir = m.ImagesDir, WorkDir = m.WorkDir, LeaveStopped = true, LazyPages = lazyPages };
+        try
+        {
+            return await m.RestoreAsync(criu, spec, ct).ConfigureAwait(false);
+        }
+        catch (CriuException ex)
+        {
+            throw new TargetRequestException(TargetError.Internal, $"restore on {Environment.MachineName} failed: {ex.Message}");
+        }
+    }
+
+    public IReadOnlyCollection<IncomingMigration> Migrations => _migrations.Values.ToArray();
+
+    /// <summary>The page stream of migration <paramref name="id"/> failed.</summary>
+    public void FailPages(string id, string error)
+    {
+        if (_migrations.TryGetValue(id, out var m))
+        {
+            m.FailPages(error);
+        }
+    }
+
+    private ulong FreeBytes()
+    {
+        var info = new DriveInfo(options.WorkRoot);
+        return (ulong)Math.Max(0, info.AvailableFreeSpace);
+    }
+
+    private static async Task RunCheckAsync(List<PreflightCheckResult> checks, string name, Func<Task> check, string okDetail)
+    {
+        try
+        {
+            await check().ConfigureAwait(false);
+            checks.Add(new PreflightCheckResult(name, true, okDetail));
+        }
+        catch (CriuException ex)
+        {
+            checks.Add(new PreflightCheckResult(name, false, ex.Message));
+        }
+    }
+
+    private void TryDelete(string dir)
+    {
+        try
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+        catch (IOException ex)
+        {
+            // A leftover scratch directory holds a few KiB of CRIU logs; not worth failing preflight for.
+            LogCleanupFailed(dir, ex.Message);
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var m in _migrations.Values)
+        {
+            m.Dispose();
+        }
+    }
+
+    [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "preflight from {Source}: ok={Ok} {Failures}")]
+    private partial void LogPreflight(string source, bool ok, string failures);
+
+    [LoggerMessage(EventId = 401, Level = LogLevel.Information, Message = "migration {Id} begun from {Source} pid {Pid}, work directory {Dir}")]
+    private partial void LogBegun(string id, string source, int pid, string dir);
+
+    [LoggerMessage(EventId = 403, Level = LogLevel.Information, Message = "migration {Id}: {Mib} MiB of room made for the pages of {Tasks} tasks before the freeze (budget {BudgetMib} MiB) in {Ms:0} ms")]
+    private partial void LogProvisioned(string id, ulong mib, int tasks, long budgetMib, double ms);
+
+    /// <summary>MemAvailable from /proc/meminfo, in bytes; 0 when it cannot be read (nothing is provisioned then).</summary>
+    private static ulong MemAvailableBytes() => HostMemory.AvailableBytes();
+
+    [LoggerMessage(EventId = 402, Level = LogLevel.Warning, Message = "could not remove {Dir}: {Message}")]
+    private partial void LogCleanupFailed(string dir, string message);
+}

@@ -1,0 +1,47 @@
+namespace Migration.Target.Incoming;
+
+/// <summary>Target agent limits. Every limit bounds what an authenticated but faulty peer can make the agent hold.</summary>
+public sealed record TargetOptions
+{
+    /// <summary>Per-migration work directories are created here and nowhere else.</summary>
+    public string WorkRoot { get; init; } = "/var/lib/migrate/agent";
+
+    /// <summary>Free space the agent never gives to images: the host's own needs.</summary>
+    public ulong ReserveBytes { get; init; } = 256UL << 20;
+
+    /// <summary>CRIU writes a few files per task; 100k files is far beyond any real tree.</summary>
+    public int MaxImageFiles { get; init; } = 100_000;
+
+    /// <summary>Largest accepted chunk (the client sends 1 MiB).</summary>
+    public int MaxChunkBytes { get; init; } = 4 << 20;
+
+    /// <summary>Migrations receiving or restoring at once.</summary>
+    public int MaxConcurrentMigrations { get; init; } = 4;
+
+    /// <summary>
+    /// Room a cold migration's page store makes for the pages before the freeze (<see cref="IIncomingPages.Provision"/>),
+    /// at most: 4 GiB. 0 turns it off.
+    /// </summary>
+    public ulong ProvisionMaxBytes { get; init; } = 4UL << 30;
+
+    /// <summary>How long making that room may hold up the start of a cold migration (whatever is done by then is used): 10 s.</summary>
+    public TimeSpan ProvisionTimeLimit { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Named fault points for tests (see <see cref="Faults"/>); empty in production.</summary>
+    public IReadOnlySet<string> Faults { get; init; } = new HashSet<string>();
+}
+
+/// <summary>Fault points the agent can be told to hit, one test each.</summary>
+public static class Faults
+{
+    /// <summary>The restore fails inside CRIU: an image is damaged just before criu restore reads it.</summary>
+    public const string Restore = "restore";
+
+    /// <summary>The transfer is cut: the agent drops the connection on the second image chunk.</summary>
+    public const string CutTransfer = "cut-transfer";
+
+    /// <summary>The page stream breaks: the agent's page store fails after the first batches of pages.</summary>
+    public const string CutPages = "cut-pages";
+
+    public static readonly string[] All = [Restore, CutTransfer, CutPages];
+}
