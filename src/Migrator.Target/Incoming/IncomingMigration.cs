@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Migration.Engine.Contract;
 using Migration.Engine.Criu;
@@ -26,14 +25,12 @@ public enum IncomingState
 public sealed partial class IncomingMigration : IDisposable
 {
     private readonly Lock _lock = new();
-    private readonly Dictionary<string, ReceivingFile> _files = new(StringComparer.Ordinal);
+    private readonly ImageReceiver _images;
+    private readonly LazyPageFill _lazy;
     private readonly TargetOptions _options;
     private readonly ulong _maxBytes;
     private readonly ILogger _logger;
     private IReadOnlyList<int> _restoredTree = [];
-    private LazyPagesDaemon? _lazyPages;
-    private Task<string?>? _lazyServing;
-    private Task<LazyPagesDaemon>? _lazyStarting;
 
     /// <summary>How long stopping the agent waits for a lazy fill in progress.</summary>
     private static readonly TimeSpan LazyDrainTimeout = TimeSpan.FromMinutes(5);
@@ -47,6 +44,8 @@ public sealed partial class IncomingMigration : IDisposable
         _maxBytes = maxBytes;
         _options = options;
         _logger = logger;
+        _images = new ImageReceiver(ImagesDir, maxBytes, options);
+        _lazy = new LazyPageFill(id, ImagesDir, workDir, logger);
     }
 
     public string Id { get; }
@@ -57,7 +56,16 @@ public sealed partial class IncomingMigration : IDisposable
 
     public IncomingState State { get; private set; }
 
-    public ulong BytesReceived { get; private set; }
+    public ulong BytesReceived
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _images.BytesReceived;
+            }
+        }
+    }
 
     public ulong MaxBytes => _maxBytes;
 
@@ -65,7 +73,16 @@ public sealed partial class IncomingMigration : IDisposable
 
     public string? Error { get; private set; }
 
-    public int ChunksReceived { get; private set; }
+    public int ChunksReceived
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _images.ChunksReceived;
+            }
+        }
+    }
 
     /// <summary>The pages arriving on the page stream; null when pages travel inside the images.</summary>
     public IIncomingPages? Pages { get; internal set; }
@@ -130,99 +147,23 @@ public sealed partial class IncomingMigration : IDisposable
         Pages.ComposeImages(ImagesDir, ct);
     }
 
-    /// <summary>Writes one chunk. Offsets must be sequential per file; a completed file takes no more data.</summary>
+    /// <summary>Writes one chunk of an image file (see <see cref="ImageReceiver.Put"/>).</summary>
     public (ulong FileBytes, ulong TotalBytes) PutChunk(string name, ulong offset, ReadOnlySpan<byte> data, bool last)
     {
-        if (!ImageName.IsValid(name))
-        {
-            throw new TargetRequestException(TargetError.InvalidArgument, $"image name '{Printable(name)}' is not a plain file name");
-        }
-
-        if (data.Length > _options.MaxChunkBytes)
-        {
-            throw new TargetRequestException(TargetError.InvalidArgument, $"chunk of {data.Length} bytes exceeds {_options.MaxChunkBytes}");
-        }
-
         lock (_lock)
         {
             RequireState(IncomingState.Receiving);
-            _files.TryGetValue(name, out var file);
-            if (file is { Complete: true })
-            {
-                throw new TargetRequestException(TargetError.FailedPrecondition, $"image {name} is already complete");
-            }
-
-            // Every check before anything touches the disk: a refused chunk leaves no trace.
-            ulong expected = file?.Length ?? 0;
-            if (offset != expected)
-            {
-                throw new TargetRequestException(TargetError.InvalidArgument, $"image {name}: chunk at offset {offset}, expected {expected}");
-            }
-
-            if (BytesReceived + (ulong)data.Length > _maxBytes)
-            {
-                throw new TargetRequestException(TargetError.ResourceExhausted,
-                    $"images exceed the {_maxBytes} bytes this agent can hold for one migration (free space less reserve)");
-            }
-
-            if (file is null)
-            {
-                if (_files.Count >= _options.MaxImageFiles)
-                {
-                    throw new TargetRequestException(TargetError.ResourceExhausted, $"more than {_options.MaxImageFiles} image files");
-                }
-
-                file = new ReceivingFile(Path.Combine(ImagesDir, name));
-                _files.Add(name, file);
-            }
-
-            file.Write(data);
-            BytesReceived += (ulong)data.Length;
-            ChunksReceived++;
-            if (last)
-            {
-                file.Finish();
-            }
-
-            return (file.Length, BytesReceived);
+            return _images.Put(name, offset, data, last);
         }
     }
 
-    /// <summary>Checks that exactly the manifest's files are held, complete, with matching sizes and hashes.</summary>
+    /// <summary>Checks that exactly the manifest's files are held, complete, with matching sizes and hashes; then restoring may begin.</summary>
     public void VerifyManifest(IReadOnlyList<ImageFileInfo> manifest)
     {
         lock (_lock)
         {
             RequireState(IncomingState.Receiving);
-            var distinct = new HashSet<string>(manifest.Select(m => m.Name), StringComparer.Ordinal);
-            if (distinct.Count != manifest.Count)
-            {
-                throw new TargetRequestException(TargetError.InvalidArgument, "manifest lists a file more than once");
-            }
-
-            if (manifest.Count != _files.Count)
-            {
-                throw new TargetRequestException(TargetError.FailedPrecondition, $"manifest lists {manifest.Count} files, {_files.Count} were received");
-            }
-
-            foreach (var m in manifest)
-            {
-                if (!ImageName.IsValid(m.Name) || !_files.TryGetValue(m.Name, out var f))
-                {
-                    throw new TargetRequestException(TargetError.FailedPrecondition, $"manifest file '{Printable(m.Name)}' was not received");
-                }
-
-                if (!f.Complete || f.Length != m.Size)
-                {
-                    throw new TargetRequestException(TargetError.FailedPrecondition, $"image {m.Name}: {f.Length} bytes received{(f.Complete ? "" : " (incomplete)")}, manifest says {m.Size}");
-                }
-
-                if (!CryptographicOperations.FixedTimeEquals(f.Sha256, m.Sha256))
-                {
-                    throw new TargetRequestException(TargetError.DataLoss, $"image {m.Name}: SHA-256 differs from the manifest");
-                }
-            }
-
+            _images.Verify(manifest);
             State = IncomingState.Restoring;
         }
     }
@@ -253,11 +194,7 @@ public sealed partial class IncomingMigration : IDisposable
                     throw new TargetRequestException(TargetError.FailedPrecondition, "a lazy restore needs the page store");
                 }
 
-                int marked = MarkLazyRuns();
-                var starting = _lazyStarting ?? StartLazyPagesAsync(criu, Pages, ct);
-                _lazyStarting = null;
-                daemon = await starting.ConfigureAwait(false);
-                LogLazyDaemon(Id, daemon.Pid, marked);
+                daemon = await _lazy.AcquireAsync(criu, Pages, ct).ConfigureAwait(false);
             }
 
             int pid = await criu.RestoreAsync(spec, null, ct).ConfigureAwait(false);
@@ -266,8 +203,11 @@ public sealed partial class IncomingMigration : IDisposable
                 RestoredPid = pid;
                 _restoredTree = ProcessTree.Enumerate(pid);
                 State = IncomingState.Restored;
-                _lazyPages = daemon;
-                daemon = null;
+                if (daemon is not null)
+                {
+                    _lazy.Attach(daemon);
+                    daemon = null;
+                }
             }
 
             LogRestored(Id, pid, _restoredTree.Count, sw.ElapsedMilliseconds);
@@ -281,7 +221,7 @@ public sealed partial class IncomingMigration : IDisposable
                 Error = ex.Message;
             }
 
-            DropLazyStart();
+            _lazy.DropStart();
             throw;
         }
         finally
@@ -299,106 +239,10 @@ public sealed partial class IncomingMigration : IDisposable
     /// </summary>
     public void BeginLazyPages(CriuClient criu, CancellationToken ct)
     {
-        if (Pages is { } pages && _lazyStarting is null)
+        if (Pages is { } pages)
         {
-            _lazyStarting = StartLazyPagesAsync(criu, pages, ct);
+            _lazy.BeginStart(criu, pages, ct);
         }
-    }
-
-    /// <summary>A daemon started by <see cref="BeginLazyPages"/> that no restore took: stopped.</summary>
-    private void DropLazyStart()
-    {
-        if (Interlocked.Exchange(ref _lazyStarting, null) is { } starting)
-        {
-            _ = starting.ContinueWith(t => t.Result.DisposeAsync().AsTask(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
-        }
-    }
-
-    /// <summary>
-    /// Starts <c>criu lazy-pages</c> with one end of a socket pair as its page server connection; the other end is
-    /// served from the page store until the daemon closes it (every lazy page filled).
-    /// </summary>
-    private async Task<LazyPagesDaemon> StartLazyPagesAsync(CriuClient criu, IIncomingPages pages, CancellationToken ct)
-    {
-        var (daemon, ours) = await LazyPagesDaemon.StartServedAsync(criu.Options, ImagesDir, WorkDir, "lazy-pages.log", TimeSpan.FromSeconds(30), ct)
-            .ConfigureAwait(false);
-        try
-        {
-            var serving = pages.ServeLazyPagesAsync(ours, CancellationToken.None);
-            _lazyServing = serving.ContinueWith(t =>
-            {
-                string? error = t.IsFaulted ? t.Exception!.GetBaseException().Message : t.Result;
-                if (error is not null)
-                {
-                    LogLazyServeFailed(Id, error);
-                }
-
-                return error;
-            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-            return daemon;
-        }
-        catch
-        {
-            ours.Dispose();
-            await daemon.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
-    }
-
-    /// <summary>
-    /// Marks lazy, in each composed <c>pagemap-VPID.img</c>, the runs the source's CRIU left lazy (its
-    /// <c>lazy-pagemap-VPID.img</c>): <c>criu lazy-pages</c> fills those after the restore, which then reads only the rest.
-    /// Returns the number of pages marked.
-    /// </summary>
-    private int MarkLazyRuns()
-    {
-        int marked = 0;
-        foreach (var lazyPath in Directory.EnumerateFiles(ImagesDir, PagemapImage.LazyMapPrefix + "*.img"))
-        {
-            var name = Path.GetFileName(lazyPath);
-            var vpidText = name.AsSpan(PagemapImage.LazyMapPrefix.Length, name.Length - PagemapImage.LazyMapPrefix.Length - 4);
-            if (!int.TryParse(vpidText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int vpid) || vpid <= 0)
-            {
-                throw new TargetRequestException(TargetError.InvalidArgument, $"lazy map '{Printable(name)}' does not name a task");
-            }
-
-            var pagemapPath = Path.Combine(ImagesDir, $"pagemap-{vpid}.img");
-            if (!File.Exists(pagemapPath))
-            {
-                throw new TargetRequestException(TargetError.FailedPrecondition, $"{name}: no pagemap-{vpid}.img was composed for that task");
-            }
-
-            PagemapImage lazyMap, composed;
-            try
-            {
-                using (var fs = File.OpenRead(lazyPath))
-                {
-                    lazyMap = PagemapImage.Read(fs, name);
-                }
-
-                using (var fs = File.OpenRead(pagemapPath))
-                {
-                    composed = PagemapImage.Read(fs, Path.GetFileName(pagemapPath));
-                }
-            }
-            catch (InvalidDataException ex)
-            {
-                throw new TargetRequestException(TargetError.InvalidArgument, ex.Message);
-            }
-
-            var lazyRuns = lazyMap.Runs.Where(r => (r.Flags & PagemapFlags.Lazy) != 0).ToList();
-            var result = composed.MarkLazy(lazyRuns);
-            marked += (int)result.Runs.Where(r => (r.Flags & PagemapFlags.Lazy) != 0).Sum(r => (long)r.NrPages);
-            var temp = pagemapPath + ".lazy";
-            using (var fs = new FileStream(temp, FileMode.Create, FileAccess.Write))
-            {
-                result.Write(fs);
-            }
-
-            File.Move(temp, pagemapPath, overwrite: true);
-        }
-
-        return marked;
     }
 
     /// <summary>Resumes the restored (stopped) tree. Idempotent: a repeated commit answers the same.</summary>
@@ -424,10 +268,16 @@ public sealed partial class IncomingMigration : IDisposable
 
             State = IncomingState.Committed;
             LogCommitted(Id, RestoredPid, n);
-            if (_lazyPages is { } daemon)
+            if (_lazy.Serving)
             {
                 // The images feed the lazy pages until every one is in: removed when the daemon is done.
-                LazyPagesDone = FinishLazyPagesAsync(daemon);
+                _lazy.FinishInBackground(RestoredPid, () =>
+                {
+                    lock (_lock)
+                    {
+                        DeleteImages();
+                    }
+                });
             }
             else
             {
@@ -439,32 +289,7 @@ public sealed partial class IncomingMigration : IDisposable
     }
 
     /// <summary>After a lazy restore's commit: completes when every lazy page was filled (true) or the daemon failed (false).</summary>
-    public Task<bool>? LazyPagesDone { get; private set; }
-
-    private async Task<bool> FinishLazyPagesAsync(LazyPagesDaemon daemon)
-    {
-        int code = await daemon.Exited.ConfigureAwait(false);
-        string? served = _lazyServing is { } serving ? await serving.ConfigureAwait(false) : null;
-        bool ok = code == 0 && served is null;
-        if (ok)
-        {
-            LogLazyDone(Id, daemon.Elapsed.TotalMilliseconds);
-        }
-        else
-        {
-            // Pages it did not fill read as zeros in the workload now: say so loudly, with CRIU's reasons.
-            LogLazyFailed(Id, RestoredPid, code, daemon.LogPath, string.Join(" | ", CriuLog.ReadErrors(daemon.LogPath)));
-        }
-
-        lock (_lock)
-        {
-            _lazyPages = null;
-            DeleteImages();
-        }
-
-        await daemon.DisposeAsync().ConfigureAwait(false);
-        return ok;
-    }
+    public Task<bool>? LazyPagesDone => _lazy.Done;
 
     /// <summary>Discards the migration: kills a restored tree (never a committed one) and removes the images.</summary>
     public bool Abort(string reason)
@@ -486,8 +311,8 @@ public sealed partial class IncomingMigration : IDisposable
             State = IncomingState.Aborted;
             Error ??= reason;
             LogAborted(Id, reason, killed);
-            DropLazyStart();
-            StopLazyPages();
+            _lazy.DropStart();
+            _lazy.Stop();
             DeleteImages();
             return killed;
         }
@@ -495,11 +320,7 @@ public sealed partial class IncomingMigration : IDisposable
 
     private void DeleteImages()
     {
-        foreach (var f in _files.Values)
-        {
-            f.Dispose();
-        }
-
+        _images.Dispose();
         Pages?.Dispose();
 
         try
@@ -525,81 +346,20 @@ public sealed partial class IncomingMigration : IDisposable
         }
     }
 
-    private static string Printable(string? s) =>
-        s is null ? "" : new string(s.Take(64).Select(c => char.IsControl(c) ? '?' : c).ToArray());
-
-    /// <summary>Kills the lazy-pages daemon of a restore that will not run (its tree was killed, or never committed).</summary>
-    private void StopLazyPages()
-    {
-        if (_lazyPages is { } daemon)
-        {
-            _lazyPages = null;
-            _ = daemon.DisposeAsync().AsTask();
-        }
-    }
-
     public void Dispose()
     {
-        // A committed tree still being filled by criu lazy-pages needs the store until the last page is in: the agent
-        // stopping now would cost the workload its memory. Wait (bounded) for the fill to end.
-        if (LazyPagesDone is { IsCompleted: false } filling)
-        {
-            LogLazyDrain(Id, RestoredPid);
-            if (!filling.Wait(LazyDrainTimeout))
-            {
-                LogLazyDrainTimedOut(Id, RestoredPid, LazyDrainTimeout.TotalSeconds);
-            }
-        }
-
+        // A committed tree still being filled by criu lazy-pages needs the store until the last page is in.
+        _lazy.WaitForFill(RestoredPid, LazyDrainTimeout);
         lock (_lock)
         {
             if (State != IncomingState.Committed)
             {
-                DropLazyStart();
-                StopLazyPages();
+                _lazy.DropStart();
+                _lazy.Stop();
             }
 
-            foreach (var f in _files.Values)
-            {
-                f.Dispose();
-            }
-
+            _images.Dispose();
             Pages?.Dispose();
-        }
-    }
-
-    private sealed class ReceivingFile(string path) : IDisposable
-    {
-        private FileStream? _stream = new(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
-        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-
-        public ulong Length { get; private set; }
-
-        public bool Complete { get; private set; }
-
-        public byte[] Sha256 { get; private set; } = [];
-
-        public void Write(ReadOnlySpan<byte> data)
-        {
-            _stream!.Write(data);
-            _hash.AppendData(data);
-            Length += (ulong)data.Length;
-        }
-
-        public void Finish()
-        {
-            _stream!.Flush(flushToDisk: true);
-            _stream.Dispose();
-            _stream = null;
-            Sha256 = _hash.GetHashAndReset();
-            Complete = true;
-        }
-
-        public void Dispose()
-        {
-            _stream?.Dispose();
-            _stream = null;
-            _hash.Dispose();
         }
     }
 
@@ -614,24 +374,6 @@ public sealed partial class IncomingMigration : IDisposable
 
     [LoggerMessage(EventId = 303, Level = LogLevel.Warning, Message = "fault injected in migration {Id}: {Fault}")]
     private partial void LogFaultInjected(string id, string fault);
-
-    [LoggerMessage(EventId = 305, Level = LogLevel.Information, Message = "migration {Id}: criu lazy-pages (pid {Pid}) serves {Pages} lazy pages from the images")]
-    private partial void LogLazyDaemon(string id, int pid, int pages);
-
-    [LoggerMessage(EventId = 306, Level = LogLevel.Information, Message = "migration {Id}: every lazy page filled, {Ms:0} ms after the daemon started")]
-    private partial void LogLazyDone(string id, double ms);
-
-    [LoggerMessage(EventId = 307, Level = LogLevel.Error, Message = "migration {Id}: criu lazy-pages failed (exit {Code}) while restored pid {Pid} runs; pages it did not fill are lost to the workload. Log {Log}: {Errors}")]
-    private partial void LogLazyFailed(string id, int pid, int code, string log, string errors);
-
-    [LoggerMessage(EventId = 308, Level = LogLevel.Error, Message = "migration {Id}: serving lazy pages to criu lazy-pages failed: {Error}")]
-    private partial void LogLazyServeFailed(string id, string error);
-
-    [LoggerMessage(EventId = 309, Level = LogLevel.Warning, Message = "migration {Id}: waiting for criu lazy-pages to fill restored pid {Pid} before stopping")]
-    private partial void LogLazyDrain(string id, int pid);
-
-    [LoggerMessage(EventId = 310, Level = LogLevel.Error, Message = "migration {Id}: restored pid {Pid} still not filled after {Seconds:0} s; stopping anyway, its unfilled pages are lost")]
-    private partial void LogLazyDrainTimedOut(string id, int pid, double seconds);
 
     [LoggerMessage(EventId = 304, Level = LogLevel.Warning, Message = "could not remove {Dir}: {Message}")]
     private partial void LogCleanupFailed(string dir, string message);

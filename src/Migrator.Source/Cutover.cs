@@ -1,0 +1,324 @@
+using Microsoft.Extensions.Logging;
+using Migration.Engine.Criu;
+using Migration.Engine.Images;
+using Migration.Engine.Processes;
+using Migration.PageServer.Transport;
+using Migration.Source.Agent;
+using Migration.Source.Precopy;
+
+namespace Migration.Source;
+
+/// <summary>
+/// One migration from the moment the target has begun it: pre-copy while the tree runs, then the freeze — CRIU's dump,
+/// the final pages, the images, the restore on the target — and the decision, taken from what is observed after CRIU
+/// answers, to commit on the target or roll back to the source.
+///
+/// Exactly one live copy: CRIU's post-dump notification is held while the images travel and the target restores (its
+/// tree left stopped); only then is it acknowledged and the source tree killed. Whatever fails before that,
+/// post-dump is refused and CRIU resumes the source.
+/// </summary>
+internal sealed partial class Cutover
+{
+    private readonly SourceMigration _owner;
+    private readonly CriuClient _criu;
+    private readonly IMigrationTarget _target;
+    private readonly SourceMigrationOptions _options;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly TargetMigration _begun;
+    private readonly TimeSpan _beginTook;
+    private readonly int _pid;
+    private readonly string _work;
+    private readonly string _images;
+    private readonly long _started;
+    private readonly IProgress<MigrationProgress>? _progress;
+
+    // What the migration did so far: timestamps (0: not reached), what moved, what the target holds.
+    private long _frozenAt, _dumpDone, _transferDone, _restoreDone, _committedAt;
+    private bool _restoredOnTarget;
+    private int _targetPid;
+    private ulong _bytesSent, _wireBeforeFreeze;
+    private IReadOnlyList<ImageFileInfo> _manifest = [];
+    private PageTransferStats? _pageStats;
+    private PrecopySession? _precopy;
+    private string? _precopyNote;
+    private bool _lazyFinal;
+    private FinalRound? _finalRound;
+    private IReadOnlyList<int> _sourceTree = [];
+    private IPageTransport? _pages;
+    private CancellationTokenSource? _frozenCts;
+
+    public Cutover(SourceMigration owner, CriuClient criu, IMigrationTarget target, SourceMigrationOptions options, ILogger logger, TimeProvider time,
+        TargetMigration begun, TimeSpan beginTook, int pid, string work, string images, long started, IProgress<MigrationProgress>? progress)
+    {
+        (_owner, _criu, _target, _options, _logger, _time) = (owner, criu, target, options, logger, time);
+        (_begun, _beginTook, _pid, _work, _images, _started, _progress) = (begun, beginTook, pid, work, images, started, progress);
+    }
+
+    private string Id => _begun.Id;
+
+    public async Task<MigrationResult> RunAsync(Func<TargetMigration, CancellationToken, Task<IPageTransport>>? pageTransport, CancellationToken ct)
+    {
+        // The frozen part has its own bound, armed at post-dump.
+        using var frozenCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        _frozenCts = frozenCts;
+
+        // Pages go straight from CRIU to the target's page store; only metadata images are staged here.
+        _pages = pageTransport is null || _begun.PagePort == 0 ? null
+            : await _owner.CallAsync(MigrationPhase.Begin, WorkloadOutcome.Untouched, c => pageTransport(_begun, c), ct).ConfigureAwait(false);
+        try
+        {
+            if (_options.Mode == "precopy")
+            {
+                _precopy = AttachTracker();
+            }
+
+            try
+            {
+                if (_precopy is not null)
+                {
+                    await PrecopyAsync(ct).ConfigureAwait(false);
+                }
+
+                var dumpFailure = await DumpAsync(frozenCts.Token).ConfigureAwait(false);
+                if (_options.DryRun && dumpFailure is null && _transferDone != 0)
+                {
+                    return await DryRunDoneAsync().ConfigureAwait(false);
+                }
+
+                return await ConcludeAsync(dumpFailure, ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                _precopy?.Dispose();
+            }
+        }
+        finally
+        {
+            if (_pages is not null)
+            {
+                await _pages.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Live: the dirty tracker on every task of the tree, or null (and a note) when the migration goes cold.</summary>
+    private PrecopySession? AttachTracker()
+    {
+        PrecopySession? session = null;
+        if (_pages is null)
+        {
+            _precopyNote = "pre-copy needs the target's page stream; migrating cold";
+        }
+        else
+        {
+            try
+            {
+                session = PrecopySession.Attach(ProcessTree.Enumerate(_pid), _logger);
+            }
+            catch (Exception ex) when (ex is Engine.Tracking.TrackerException or IOException or DllNotFoundException or InvalidOperationException)
+            {
+                _precopyNote = $"dirty tracking unavailable ({ex.Message}); migrating cold";
+            }
+        }
+
+        if (_precopyNote is not null)
+        {
+            LogPrecopyFallback(_precopyNote);
+            _progress?.Report(new MigrationProgress(MigrationPhase.Precopy, _precopyNote));
+        }
+
+        return session;
+    }
+
+    /// <summary>Pre-copy while the tree runs; the final dump then sends only what changed since.</summary>
+    private async Task PrecopyAsync(CancellationToken ct)
+    {
+        var precopy = _precopy!;
+        try
+        {
+            await precopy.RunAsync(_pages!, _options.Precopy, (it, stop) => _progress?.Report(new MigrationProgress(MigrationPhase.Precopy,
+                $"iteration {it.Index}: sent {it.PagesSent} pages ({it.PagesSent * 4096 / 1048576.0:0.0} MiB, {it.BytesOnWire / 1048576.0:0.0} MiB on the wire) in {it.Elapsed.TotalMilliseconds:0} ms, " +
+                $"{it.BytesPerSecond / 1048576:0} MiB/s of non-zero pages; {it.DirtyPagesFound} pages dirty{(stop is null ? "" : $"; stopping: {stop}")}")), ct).ConfigureAwait(false);
+            // The target orders what it holds into a parent image now, while the workload runs (pages written
+            // meanwhile are caught by the tracker and go in the final round).
+            _progress?.Report(new MigrationProgress(MigrationPhase.Precopy, "target preparing its images of the pre-copied pages"));
+            await _owner.CallAsync(MigrationPhase.Precopy, WorkloadOutcome.Untouched, async c =>
+            {
+                await _target.PrepareCutoverAsync(Id, c).ConfigureAwait(false);
+                return true;
+            }, ct).ConfigureAwait(false);
+
+            _lazyFinal = _options.FinalDump == "lazy";
+            if (!_lazyFinal)
+            {
+                _pages!.SetCutoverFilter(precopy);
+            }
+
+            _precopyNote = precopy.StopReason;
+        }
+        catch (MigrationException ex)
+        {
+            await _owner.AbortTargetAsync(Id, $"pre-copy failed: {ex.Message}").ConfigureAwait(false);
+            throw;
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or Engine.Tracking.TrackerException or InvalidOperationException)
+        {
+            await _owner.AbortTargetAsync(Id, $"pre-copy failed: {ex.Message}").ConfigureAwait(false);
+            throw new MigrationException(MigrationPhase.Precopy, WorkloadOutcome.Untouched,
+                $"pre-copy failed: {ex.Message}; the workload (pid {_pid}) was never frozen", ex);
+        }
+    }
+
+    /// <summary>CRIU's dump, with the whole frozen part run from its notifications. Returns how it failed, or null.</summary>
+    private async Task<Exception?> DumpAsync(CancellationToken frozen)
+    {
+        var spec = new DumpSpec
+        {
+            Pid = _pid,
+            ImagesDir = _images,
+            WorkDir = _work,
+            TcpEstablished = _options.TcpEstablished,
+            ShellJob = _options.ShellJob,
+            FileLocks = _options.FileLocks,
+            ExtUnixSk = _options.ExtUnixSk,
+            LeaveRunning = _options.DryRun,
+            LazyPages = _lazyFinal,
+            PageServerConnection = _lazyFinal ? null : _pages?.TakeCriuConnection(),
+        };
+
+        try
+        {
+            await _criu.DumpAsync(spec, OnNotifyAsync, frozen).ConfigureAwait(false);
+            return null;
+        }
+        catch (Exception ex) when (ex is CriuException or CriuNotifyHandlerException or OperationCanceledException or IOException)
+        {
+            return ex;
+        }
+    }
+
+    private async Task<bool> OnNotifyAsync(string script, int notifyPid)
+    {
+        switch (script)
+        {
+            case CriuScripts.PreDump:
+                _frozenAt = _time.GetTimestamp();
+                _wireBeforeFreeze = _pages?.Snapshot().WireBytes ?? 0;
+                _progress?.Report(new MigrationProgress(MigrationPhase.Dump, "freezing and dumping"));
+                return true;
+            case CriuScripts.PostDump:
+                await OnPostDumpAsync().ConfigureAwait(false);
+                return true; // CRIU now kills (or reaps) the source tree, or resumes it for a dry run.
+            default:
+                return true;
+        }
+    }
+
+    /// <summary>
+    /// The tree is dumped and frozen: the last pages, the images, the restore on the target, and — once every source
+    /// task has SIGKILL queued — the commit. Throwing here refuses post-dump, and CRIU resumes the source.
+    /// </summary>
+    private async Task OnPostDumpAsync()
+    {
+        _dumpDone = _time.GetTimestamp();
+        _sourceTree = ProcessTree.Enumerate(_pid); // frozen: exactly the tasks CRIU dumped
+        _frozenCts!.CancelAfter(_options.CutoverTimeout);
+        var frozen = _frozenCts.Token;
+        if (_pages is not null)
+        {
+            await FinishPagesAsync(_pages, frozen).ConfigureAwait(false);
+        }
+
+        _manifest = ImageManifest.Build(_images);
+        LogDumped(_manifest.Count, ImageManifest.TotalBytes(_manifest), _time.GetElapsedTime(_frozenAt, _dumpDone).TotalMilliseconds);
+        _progress?.Report(new MigrationProgress(MigrationPhase.Transfer,
+            $"dumped {_manifest.Count} images, {ImageManifest.TotalBytes(_manifest) >> 20} MiB; sending"));
+        _bytesSent = await _target.SendImagesAsync(Id, _images, _manifest, frozen).ConfigureAwait(false);
+        _transferDone = _time.GetTimestamp();
+        if (_options.DryRun)
+        {
+            // Everything moved; nothing restored. CRIU resumes the tree (leave_running).
+            return;
+        }
+
+        _progress?.Report(new MigrationProgress(MigrationPhase.Restore, "restoring on target"));
+        _targetPid = await _target.RestoreAsync(Id, _manifest, _pages is not null, _lazyFinal && _options.LazyRestore, frozen).ConfigureAwait(false);
+        _restoreDone = _time.GetTimestamp();
+        _restoredOnTarget = true;
+        LogRestored(_targetPid);
+        await CommitEarlyAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>The page stream's last round, acknowledged durable by the target; the tracker detached.</summary>
+    private async Task FinishPagesAsync(IPageTransport pages, CancellationToken frozen)
+    {
+        if (_lazyFinal)
+        {
+            // CRIU wrote metadata only: the last round is ours, read from the tree CRIU keeps frozen.
+            var vpids = _sourceTree.ToDictionary(ProcessMemory.VirtualPid, p => p);
+            _finalRound = await _precopy!.SendFinalRoundAsync(pages, _images, vpids, frozen).ConfigureAwait(false);
+            _pageStats = await pages.FinishWithoutCriuAsync(frozen).ConfigureAwait(false);
+        }
+        else
+        {
+            // CRIU closed its page-server session before post-dump; this is the target's durable ack.
+            _pageStats = await pages.Completion.WaitAsync(frozen).ConfigureAwait(false);
+        }
+
+        // The final harvest is done: detach now, while the tasks are frozen and alive (after the commit they are gone;
+        // on a rollback they resume with nothing of the tracker left).
+        _precopy?.Dispose();
+        LogPagesDone(_pageStats.Pages, _pageStats.ZeroPages, _pageStats.WireBytes, _pageStats.CompressionRatio, _pageStats.Elapsed.TotalMilliseconds);
+    }
+
+    /// <summary>
+    /// CRIU would kill the source tree now and answer only once its memory is freed (1 GiB: ~0.15 s). A task with
+    /// SIGKILL queued never runs its code again, so the target copy may run as soon as every source task has it: kill
+    /// them here (CRIU then reaps them as killed) and commit at once.
+    /// </summary>
+    private async Task CommitEarlyAsync()
+    {
+        if (!KillFrozenTree(_sourceTree))
+        {
+            return;
+        }
+
+        try
+        {
+            _progress?.Report(new MigrationProgress(MigrationPhase.Commit, "source stopped; resuming on target"));
+            await _owner.CallAsync(MigrationPhase.Commit, WorkloadOutcome.OnTargetUnconfirmed, c => _target.CommitAsync(Id, c), CancellationToken.None)
+                .ConfigureAwait(false);
+            _committedAt = _time.GetTimestamp();
+        }
+        catch (MigrationException ex)
+        {
+            // The source is gone either way; the commit is retried once CRIU answered.
+            LogCommitRetry(0, ex.Message);
+        }
+    }
+
+    /// <summary>What this migration did; "resumed" is when the tree ran again (on the target, or on the source for a dry run).</summary>
+    private MigrationResult Result(bool dryRun, long resumed, long end, TimeSpan restore) => new()
+    {
+        MigrationId = Id,
+        SourcePid = _pid,
+        TargetPid = dryRun ? 0 : _targetPid,
+        Mode = _options.Mode,
+        DryRun = dryRun,
+        ImageFiles = _manifest.Count,
+        BytesSent = _bytesSent + (_pageStats?.WireBytes ?? 0),
+        Pages = _pageStats,
+        Iterations = _precopy?.Iterations ?? [],
+        PrecopyNote = _precopyNote,
+        FinalRound = _finalRound,
+        BytesFrozen = _bytesSent + (_pageStats?.WireBytes ?? 0) - _wireBeforeFreeze,
+        Frozen = _time.GetElapsedTime(_frozenAt, resumed),
+        Total = _time.GetElapsedTime(_started, end),
+        Dump = _time.GetElapsedTime(_frozenAt, _dumpDone),
+        Transfer = _time.GetElapsedTime(_dumpDone, _transferDone),
+        Restore = restore,
+        ProvisionedBytes = _begun.ProvisionedBytes,
+        Begin = _beginTook,
+    };
+}
