@@ -27,7 +27,7 @@ APT_PACKAGES=(
   build-essential pkg-config git ca-certificates dpkg-dev
   libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler python3-protobuf
   libnl-3-dev libnet1-dev libcap-dev libaio-dev libbsd-dev libgnutls28-dev uuid-dev libnftables-dev
-  iproute2 nftables liblz4-1 liblz4-dev util-linux procps python3-grpcio
+  iproute2 nftables util-linux procps python3-grpcio
 )
 
 apt_updated=0

@@ -326,8 +326,8 @@ public sealed class PageFrameWriter : IDisposable
         int payloadOffset = metaLength + PageStreamProtocol.BatchTrailerLength;
         int u = nonZero.Length;
 
-        // Room for LZ4's worst case: liblz4 runs its unchecked loop only when the output cannot overflow; given less
-        // it checks every write, which measured up to half its speed on text-like pages.
+        // Room for LZ4's worst case: LZ4 runs its unchecked loop only when the output cannot overflow; given less
+        // it checks every write, which measured up to half liblz4's speed on text-like pages (less so with K4os).
         bool compress = u > 0 && !_options.DisableCompression;
         var frame = BeginFrame(payloadOffset + (compress ? Lz4.CompressBound(u) : u));
         var body = frame[PageStreamProtocol.HeaderLength..];
@@ -336,7 +336,7 @@ public sealed class PageFrameWriter : IDisposable
         var payload = body[payloadOffset..];
         var encoding = PageEncoding.Raw;
         int p = u;
-        if (compress && Lz4.TryCompress(nonZero, payload, out int compressed, _options.Lz4Acceleration) && compressed < u)
+        if (compress && Lz4.TryCompress(nonZero, payload, out int compressed) && compressed < u)
         {
             encoding = PageEncoding.Lz4;
             p = compressed;

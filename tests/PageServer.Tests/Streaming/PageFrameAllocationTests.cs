@@ -135,7 +135,7 @@ public class PageFrameAllocationTests
     {
         for (int i = 0; i < 20; i++)
         {
-            step(i); // JIT, the writer's scratch buffer, liblz4 loading
+            step(i); // JIT, the writer's scratch buffer, the LZ4 codec
         }
 
         long before = GC.GetAllocatedBytesForCurrentThread();
