@@ -1,4 +1,5 @@
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 using Migration.Engine.Images;
 using Migration.PageServer.Pages;
@@ -42,6 +43,9 @@ public sealed class CriuLazyPageServerSession : PageServerSession
         _source = source;
     }
 
+    // Pooled: this method now holds the flush of a chunk's worth of answers that the session's loop used to await
+    // itself, so a flush that goes asynchronous reuses a box instead of allocating one.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private protected override async ValueTask<PageServerResult?> HandleAsync(PageServerIov iov, long bytesAfter, CancellationToken ct)
     {
         PageServerResult? end;
