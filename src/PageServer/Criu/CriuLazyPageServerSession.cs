@@ -1,7 +1,6 @@
-using System.Buffers.Binary;
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Migration.Engine.Images;
 using Migration.PageServer.Pages;
 
@@ -35,12 +34,7 @@ namespace Migration.PageServer.Criu;
 /// </remarks>
 public sealed class CriuLazyPageServerSession : PageServerSession
 {
-    private const int PageSize = PageFacts.PageSize;
     private readonly IPageSource _source;
-    private long _commands;
-    private long _pagesSent;
-    private long _bytesSent;
-    private long _unflushed;
 
     public CriuLazyPageServerSession(IDuplexPipe transport, IPageSource source, CriuPageServerOptions? options = null, ILogger? logger = null)
         : base(transport, options, logger, "criu lazy page-server session", "the lazy-pages daemon")
@@ -49,94 +43,52 @@ public sealed class CriuLazyPageServerSession : PageServerSession
         _source = source;
     }
 
-    /// <summary>GET requests answered (<see cref="PageServerCounters.Commands"/> counts every header), pages and bytes sent.</summary>
-    public override PageServerCounters Counters => new(_commands, _pagesSent, 0, 0, _bytesSent);
-
-    private protected override async Task<PageServerResult> ServeAsync(CancellationToken ct)
+    // Pooled: this method now holds the flush of a chunk's worth of answers that the session's loop used to await
+    // itself, so a flush that goes asynchronous reuses a box instead of allocating one.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private protected override async ValueTask<PageServerResult?> HandleAsync(PageServerIov iov, long bytesAfter, CancellationToken ct)
     {
-        while (true)
+        PageServerResult? end;
+        switch (iov.Command)
         {
-            ReadResult read;
-            try
-            {
-                read = await Input.ReadAsync(ct).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (!IsOwnCancellation(ex, ct))
-            {
-                return ReceiveFailed(ex);
-            }
-
-            var buffer = read.Buffer;
-            try
-            {
-                if (read.IsCanceled)
+            case PageServerCommand.Get:
+                end = Answer(iov);
+                // Several answers go out in one flush, but not more than a chunk's worth unflushed.
+                if (end is null && Unflushed >= (long)Options.ChunkPages * PageSize)
                 {
-                    throw new OperationCanceledException("the page-server read was canceled");
+                    end = await FlushAsync("GET answers", ct).ConfigureAwait(false);
                 }
 
-                while (PageServerIov.TryRead(ref buffer, out var iov))
-                {
-                    _commands++;
-                    PageServerResult? end;
-                    switch (iov.Command)
-                    {
-                        case PageServerCommand.Get:
-                            end = Answer(iov);
-                            // Several answers go out in one flush, but not more than a chunk's worth unflushed.
-                            if (end is null && _unflushed >= (long)Options.ChunkPages * PageSize)
-                            {
-                                end = await FlushAsync("GET answers", ct).ConfigureAwait(false);
-                            }
-
-                            break;
-                        case PageServerCommand.Close or PageServerCommand.ForceClose:
-                            end = await CloseAsync(iov, buffer.Length, ct).ConfigureAwait(false);
-                            break;
-                        case PageServerCommand.Add or PageServerCommand.Hole or PageServerCommand.Open or PageServerCommand.Open2
-                            or PageServerCommand.Parent or PageServerCommand.AddF:
-                            end = Violation($"{PageServerCommand.Name(iov.Command)} ({iov}) to a lazy page server: it answers only GET and CLOSE");
-                            break;
-                        default:
-                            end = Violation($"unknown command {iov.Command} (cmd 0x{iov.Cmd:x8})");
-                            break;
-                    }
-
-                    if (end is not null)
-                    {
-                        if (_unflushed > 0 && end.Outcome is PageServerOutcome.ProtocolError or PageServerOutcome.SourceFailed)
-                        {
-                            // The answers before the failing request are whole and correct: send them before the
-                            // connection goes (the daemon may still use them). A failure to send changes nothing.
-                            _ = await FlushAsync("GET answers", ct).ConfigureAwait(false);
-                        }
-
-                        return end;
-                    }
-                }
-
-                // Answer what was asked before waiting for more requests.
-                if (_unflushed > 0)
-                {
-                    var failed = await FlushAsync("GET answers", ct).ConfigureAwait(false);
-                    if (failed is not null)
-                    {
-                        return failed;
-                    }
-                }
-
-                if (read.IsCompleted)
-                {
-                    return buffer.Length > 0
-                        ? Fail(PageServerOutcome.PeerClosed, $"the lazy-pages daemon closed the connection inside a header: {buffer.Length} of {PageServerIov.Size} bytes arrived")
-                        : Fail(PageServerOutcome.PeerClosed, $"the lazy-pages daemon closed the connection before CLOSE, after {_commands} commands");
-                }
-            }
-            finally
-            {
-                Input.AdvanceTo(buffer.Start, read.Buffer.End);
-            }
+                break;
+            case PageServerCommand.Close or PageServerCommand.ForceClose:
+                end = await CloseAsync(iov, bytesAfter, ct).ConfigureAwait(false);
+                break;
+            case PageServerCommand.Add or PageServerCommand.Hole or PageServerCommand.Open or PageServerCommand.Open2
+                or PageServerCommand.Parent or PageServerCommand.AddF:
+                end = Violation($"{PageServerCommand.Name(iov.Command)} ({iov}) to a lazy page server: it answers only GET and CLOSE");
+                break;
+            default:
+                end = UnknownCommand(iov);
+                break;
         }
+
+        if (end is not null && Unflushed > 0 && end.Outcome is PageServerOutcome.ProtocolError or PageServerOutcome.SourceFailed)
+        {
+            // The answers before the failing request are whole and correct: send them before the
+            // connection goes (the daemon may still use them). A failure to send changes nothing.
+            _ = await FlushAsync("GET answers", ct).ConfigureAwait(false);
+        }
+
+        return end;
     }
+
+    /// <summary>Answer what was asked before waiting for more requests.</summary>
+    private protected override ValueTask<PageServerResult?> CaughtUpAsync(CancellationToken ct) =>
+        Unflushed > 0 ? FlushAsync("GET answers", ct) : default;
+
+    private protected override PageServerResult EndOfStream(long leftover) => leftover > 0
+        ? Fail(PageServerOutcome.PeerClosed, $"the lazy-pages daemon closed the connection inside a header: {leftover} of {PageServerIov.Size} bytes arrived")
+        : Fail(PageServerOutcome.PeerClosed, $"the lazy-pages daemon closed the connection before CLOSE, after {Commands} commands");
 
     /// <summary>Writes the answer to one GET into the output (not flushed); null when it went out.</summary>
     private PageServerResult? Answer(PageServerIov iov)
@@ -153,15 +105,9 @@ public sealed class CriuLazyPageServerSession : PageServerSession
         }
 
         var target = new PageTarget((uint)iov.DstId, PageImageType.Pid);
-        if (iov.NrPages > Options.MaxPagesPerIov)
+        if (CheckRange(iov, "GET", target, "request") is { } badRange)
         {
-            return Violation($"GET of nr_pages {iov.NrPages} at 0x{iov.Vaddr:x} for {target}, more than the limit of {Options.MaxPagesPerIov} pages per header");
-        }
-
-        if (!PageFacts.IsValidRange(iov.Vaddr, iov.NrPages))
-        {
-            return Violation($"GET with an invalid range for {target}: vaddr 0x{iov.Vaddr:x}, nr_pages {iov.NrPages} " +
-                $"(a request is page-aligned, not empty, and below 0x{PageFacts.MaxUserAddress:x})");
+            return badRange;
         }
 
         int asked = (int)Math.Min(iov.NrPages, (ulong)Options.MaxGetReplyPages);
@@ -190,11 +136,8 @@ public sealed class CriuLazyPageServerSession : PageServerSession
         }
 
         PageServerIov.Create(PageServerCommand.AddF, PagemapFlags.Present, (ulong)held, iov.Vaddr, iov.DstId).Write(span);
-        int length = PageServerIov.Size + (held * PageSize);
-        Output.Advance(length);
-        _unflushed += length;
-        _pagesSent += held;
-        _bytesSent += (long)held * PageSize;
+        Advance(PageServerIov.Size + (held * PageSize));
+        CountPages(held, (long)held * PageSize);
         return null;
     }
 
@@ -206,16 +149,6 @@ public sealed class CriuLazyPageServerSession : PageServerSession
             return Violation($"{name} with flags 0x{iov.FlagBits:x}, nr_pages {iov.NrPages}, vaddr 0x{iov.Vaddr:x}, dst_id 0x{iov.DstId:x}; it carries nothing");
         }
 
-        if (bytesAfter > 0)
-        {
-            return Violation($"{bytesAfter} bytes after {name}; nothing may follow it");
-        }
-
-        BinaryPrimitives.WriteInt32LittleEndian(Output.GetSpan(sizeof(int)), 0);
-        Output.Advance(sizeof(int));
-        _unflushed += sizeof(int);
-        return await FlushAsync($"the {name} answer", ct).ConfigureAwait(false) ?? PageServerResult.Completed(Counters);
+        return CheckNothingAfter(name, bytesAfter) ?? await AcknowledgeCloseAsync(name, ct).ConfigureAwait(false);
     }
-
-    private protected override void OnFlushed() => _unflushed = 0;
 }

@@ -1,6 +1,4 @@
 using System.Buffers;
-using System.Buffers.Binary;
-using System.IO.Pipelines;
 using Migration.Engine.Images;
 using Migration.PageServer.Pages;
 
@@ -10,7 +8,7 @@ namespace Migration.PageServer.Criu;
 public sealed partial class CriuPageServerSession
 {
     /// <summary>Handles one header; null to go on, a result to end the session.</summary>
-    private ValueTask<PageServerResult?> HandleAsync(PageServerIov iov, long bytesAfter, CancellationToken ct)
+    private protected override ValueTask<PageServerResult?> HandleAsync(PageServerIov iov, long bytesAfter, CancellationToken ct)
     {
         ushort command = iov.Command;
         string name = PageServerCommand.Name(command);
@@ -30,7 +28,7 @@ public sealed partial class CriuPageServerSession
             case PageServerCommand.Get:
                 return Stop(Violation($"GET ({iov}) to a receiving page server: only the lazy page server answers GET"));
             default:
-                return Stop(Violation($"unknown command {command} (cmd 0x{iov.Cmd:x8})"));
+                return Stop(UnknownCommand(iov));
         }
     }
 
@@ -79,7 +77,7 @@ public sealed partial class CriuPageServerSession
 
         var span = Output.GetSpan(1);
         span[0] = hasParent ? (byte)1 : (byte)0;
-        Output.Advance(1);
+        Advance(1);
         return await FlushAsync("the OPEN2 answer", ct).ConfigureAwait(false);
     }
 
@@ -98,8 +96,7 @@ public sealed partial class CriuPageServerSession
         // Pre-dump asks before it opens: a target not opened yet has no parent we know of. Answering 0 is always
         // safe, CRIU then sends every page instead of parent holes.
         int hasParent = _targets.TryGetValue(target, out var state) && state.HasParent ? 1 : 0;
-        BinaryPrimitives.WriteInt32LittleEndian(Output.GetSpan(sizeof(int)), hasParent);
-        Output.Advance(sizeof(int));
+        WriteInt32(hasParent);
         return await FlushAsync("the PARENT answer", ct).ConfigureAwait(false);
     }
 
@@ -113,7 +110,7 @@ public sealed partial class CriuPageServerSession
                 return Violation($"unknown flags 0x{iov.FlagBits:x} on ADD_F (cmd 0x{iov.Cmd:x8}); known are PARENT 1, LAZY 2, PRESENT 4");
             }
 
-            if (!IsRunFlags(iov.Flags))
+            if (!PageServerCommand.IsRunFlags(iov.Flags))
             {
                 return Violation($"ADD_F with flags {iov.Flags} (0x{iov.FlagBits:x}), which CRIU never sends: a run is PRESENT, PRESENT|LAZY, LAZY or PARENT");
             }
@@ -134,15 +131,9 @@ public sealed partial class CriuPageServerSession
             return Violation($"{name} for {target} while {_current!.Target} is open; CRIU sends a target's pages right after opening it");
         }
 
-        if (iov.NrPages > Options.MaxPagesPerIov)
+        if (CheckRange(iov, name, target, "run") is { } badRange)
         {
-            return Violation($"{name} of nr_pages {iov.NrPages} at 0x{iov.Vaddr:x} for {target}, more than the limit of {Options.MaxPagesPerIov} pages per header");
-        }
-
-        if (!PageFacts.IsValidRange(iov.Vaddr, iov.NrPages))
-        {
-            return Violation($"{name} with an invalid range for {target}: vaddr 0x{iov.Vaddr:x}, nr_pages {iov.NrPages} " +
-                $"(a run is page-aligned, not empty, and below 0x{PageFacts.MaxUserAddress:x})");
+            return badRange;
         }
 
         if (iov.Vaddr < state.NextVaddr)
@@ -182,15 +173,7 @@ public sealed partial class CriuPageServerSession
             return SinkFailed(ex, $"recording {iov.NrPages} {flags} pages at 0x{iov.Vaddr:x} for {target}");
         }
 
-        if ((flags & PagemapFlags.Parent) != 0)
-        {
-            _pagesParent += (long)iov.NrPages;
-        }
-        else
-        {
-            _pagesLazy += (long)iov.NrPages;
-        }
-
+        CountMarks(flags, (long)iov.NrPages);
         return null;
     }
 
@@ -202,9 +185,9 @@ public sealed partial class CriuPageServerSession
             return Violation($"{name} with nr_pages {iov.NrPages}, vaddr 0x{iov.Vaddr:x}, dst_id 0x{iov.DstId:x}; it carries nothing");
         }
 
-        if (bytesAfter > 0)
+        if (CheckNothingAfter(name, bytesAfter) is { } trailing)
         {
-            return Violation($"{bytesAfter} bytes after {name}; nothing may follow it");
+            return trailing;
         }
 
         try
@@ -217,14 +200,8 @@ public sealed partial class CriuPageServerSession
         }
 
         // The acknowledgement CRIU waits for: everything it sent is durable now.
-        BinaryPrimitives.WriteInt32LittleEndian(Output.GetSpan(sizeof(int)), 0);
-        Output.Advance(sizeof(int));
-        return await FlushAsync($"the {name} answer", ct).ConfigureAwait(false) ?? PageServerResult.Completed(Counters);
+        return await AcknowledgeCloseAsync(name, ct).ConfigureAwait(false);
     }
-
-    /// <summary>The flag sets CRIU 4.2.1 produces: pages (PRESENT, PRESENT|LAZY, LAZY; ppb_xfer_flags) and holes (PARENT; get_hole_flags).</summary>
-    private static bool IsRunFlags(PagemapFlags flags) => flags is PagemapFlags.Present or (PagemapFlags.Present | PagemapFlags.Lazy)
-        or PagemapFlags.Lazy or PagemapFlags.Parent;
 
     private bool TryTarget(PageServerIov iov, string name, out PageTarget target, out PageServerResult? bad)
     {

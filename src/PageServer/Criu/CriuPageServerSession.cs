@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Migration.Engine.Images;
 using Migration.PageServer.Pages;
 
@@ -30,16 +29,10 @@ namespace Migration.PageServer.Criu;
 /// </remarks>
 public sealed partial class CriuPageServerSession : PageServerSession
 {
-    private const int PageSize = PageFacts.PageSize;
     private readonly IPageSink _sink;
     private readonly Dictionary<PageTarget, TargetState> _targets = [];
     private TargetState? _current;
     private PresentRun _run;
-    private long _commands;
-    private long _pagesPresent;
-    private long _pagesParent;
-    private long _pagesLazy;
-    private long _bytes;
 
     public CriuPageServerSession(IDuplexPipe transport, IPageSink sink, CriuPageServerOptions? options = null, ILogger? logger = null)
         : base(transport, options, logger, "criu page-server session", "criu")
@@ -48,78 +41,18 @@ public sealed partial class CriuPageServerSession : PageServerSession
         _sink = sink;
     }
 
-    /// <summary>What was moved so far.</summary>
-    public override PageServerCounters Counters => new(_commands, _pagesPresent, _pagesParent, _pagesLazy, _bytes);
+    /// <summary>Inside a present run: the bytes in front are its pages.</summary>
+    private protected override bool InData => _run.PagesLeft > 0;
 
-    private protected override async Task<PageServerResult> ServeAsync(CancellationToken ct)
+    /// <summary>The whole pages that are here, at most one chunk of them at a time.</summary>
+    private protected override long DataToTake(long available)
     {
-        while (true)
-        {
-            ReadResult read;
-            try
-            {
-                read = await Input.ReadAsync(ct).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (!IsOwnCancellation(ex, ct))
-            {
-                return ReceiveFailed(ex);
-            }
-
-            var buffer = read.Buffer;
-            try
-            {
-                if (read.IsCanceled)
-                {
-                    throw new OperationCanceledException("the page-server read was canceled");
-                }
-
-                while (true)
-                {
-                    if (_run.PagesLeft > 0)
-                    {
-                        // Inside a present run: hand on the whole pages that are here, at most one chunk at a time.
-                        ulong whole = (ulong)(buffer.Length / PageSize);
-                        if (whole == 0)
-                        {
-                            break;
-                        }
-
-                        int pages = (int)Math.Min(whole, Math.Min(_run.PagesLeft, (ulong)Options.ChunkPages));
-                        var data = buffer.Slice(0, (long)pages * PageSize);
-                        var failed = await ForwardChunkAsync(pages, data, ct).ConfigureAwait(false);
-                        if (failed is not null)
-                        {
-                            return failed;
-                        }
-
-                        buffer = buffer.Slice(data.End);
-                        continue;
-                    }
-
-                    if (!PageServerIov.TryRead(ref buffer, out var iov))
-                    {
-                        break;
-                    }
-
-                    _commands++;
-                    var end = await HandleAsync(iov, buffer.Length, ct).ConfigureAwait(false);
-                    if (end is not null)
-                    {
-                        return end;
-                    }
-                }
-
-                if (read.IsCompleted)
-                {
-                    return EndOfStream(buffer.Length);
-                }
-            }
-            finally
-            {
-                Input.AdvanceTo(buffer.Start, read.Buffer.End);
-            }
-        }
+        ulong whole = (ulong)(available / PageSize);
+        return (long)Math.Min(whole, Math.Min(_run.PagesLeft, (ulong)Options.ChunkPages)) * PageSize;
     }
+
+    private protected override ValueTask<PageServerResult?> DataAsync(ReadOnlySequence<byte> data, CancellationToken ct) =>
+        ForwardChunkAsync((int)(data.Length / PageSize), data, ct);
 
     private async ValueTask<PageServerResult?> ForwardChunkAsync(int pages, ReadOnlySequence<byte> data, CancellationToken ct)
     {
@@ -134,12 +67,11 @@ public sealed partial class CriuPageServerSession : PageServerSession
 
         _run.NextVaddr += (ulong)pages * PageSize;
         _run.PagesLeft -= (ulong)pages;
-        _pagesPresent += pages;
-        _bytes += data.Length;
+        CountPages(pages, data.Length);
         return null;
     }
 
-    private PageServerResult EndOfStream(long leftover)
+    private protected override PageServerResult EndOfStream(long leftover)
     {
         if (_run.PagesLeft > 0)
         {
@@ -156,7 +88,7 @@ public sealed partial class CriuPageServerSession : PageServerSession
         }
 
         return Fail(PageServerOutcome.PeerClosed,
-            $"criu closed the connection before CLOSE, after {_commands} commands: the dump did not finish and the round was not acknowledged");
+            $"criu closed the connection before CLOSE, after {Commands} commands: the dump did not finish and the round was not acknowledged");
     }
 
     private PageServerResult SinkFailed(Exception ex, string doing) =>

@@ -43,6 +43,10 @@ public static class PageServerCommand
     /// <summary>The PE_* flags the protocol knows (criu/include/pagemap.h: PE_PARENT 1, PE_LAZY 2, PE_PRESENT 4).</summary>
     public const PagemapFlags KnownFlags = PagemapFlags.Parent | PagemapFlags.Lazy | PagemapFlags.Present;
 
+    /// <summary>The flag sets CRIU 4.2.1 produces: pages (PRESENT, PRESENT|LAZY, LAZY; ppb_xfer_flags) and holes (PARENT; get_hole_flags).</summary>
+    internal static bool IsRunFlags(PagemapFlags flags) => flags is PagemapFlags.Present or (PagemapFlags.Present | PagemapFlags.Lazy)
+        or PagemapFlags.Lazy or PagemapFlags.Parent;
+
     /// <summary>Name of a command for messages ("ADD_F", "0x1234" for unknown ones).</summary>
     public static string Name(uint command) => command switch
     {

@@ -44,7 +44,7 @@ internal sealed class ImageUndo
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             // Safe to swallow: the exception that made us undo is the one the caller must see; this one is logged.
-            PageStore.Log.UndoFailed(_logger, path, ex.Message);
+            PageStoreLog.UndoFailed(_logger, path, ex.Message);
         }
     }
 }

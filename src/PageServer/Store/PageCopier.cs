@@ -54,20 +54,7 @@ internal sealed class PageCopier
             return;
         }
 
-        var into = _buffer.Span.Slice(_filled, _segmentPages * PageSize);
-        long offset = _segmentStart * PageSize;
-        while (!into.IsEmpty)
-        {
-            int n = RandomAccess.Read(_from.File.SafeFileHandle, into, offset);
-            if (n == 0)
-            {
-                throw new IOException($"data file of {_from.Target} ends at {offset} bytes; the store indexed pages beyond it (was it truncated?)");
-            }
-
-            into = into[n..];
-            offset += n;
-        }
-
+        _from.ReadData(_segmentStart, _buffer.Span.Slice(_filled, _segmentPages * PageSize));
         _filled += _segmentPages * PageSize;
         _segmentPages = 0;
         if (_filled + PageSize > _buffer.Length)

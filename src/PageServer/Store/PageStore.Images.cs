@@ -1,11 +1,6 @@
-using System.Buffers;
-using System.Diagnostics;
-using Migration.Engine.Images;
-using Migration.PageServer.Pages;
-
 namespace Migration.PageServer.Store;
 
-/// <summary>Composing the CRIU images <c>criu restore</c> reads from what the store holds.</summary>
+/// <summary>The images <c>criu restore</c> reads, composed by <see cref="ImageComposer"/> under the store's lock.</summary>
 public sealed partial class PageStore
 {
     /// <summary>
@@ -32,90 +27,18 @@ public sealed partial class PageStore
         lock (_gate)
         {
             ThrowIfNotWritable();
-            if (!Directory.Exists(dir))
-            {
-                throw new DirectoryNotFoundException($"images directory {dir} does not exist; create it (with the dump's metadata images) first");
-            }
-
-            FlushBuffer();
-            DropProvisioned(report: true); // room made for targets that never came: no pages, no images
-            var targets = _targets.Values.OrderBy(t => t.Target.Type).ThenBy(t => t.Target.Id).ToArray();
+            ImageComposer.ThrowIfMissing(dir);
+            _writer.Flush();
+            _provisioner.Drop(report: true); // room made for targets that never came: no pages, no images
+            var targets = OrderedTargets();
             foreach (var t in targets)
             {
                 // A data file may become a pages image: it takes no more disk than its pages.
-                ReleaseReserve(t);
+                Preallocator.Release(t);
             }
 
-            if (targets.Length > 0 && firstPagesId > uint.MaxValue - (uint)(targets.Length - 1))
-            {
-                throw new ArgumentOutOfRangeException(nameof(firstPagesId), $"pages ids from {firstPagesId} for {targets.Length} targets overflow 32 bits");
-            }
-
-            var plans = new ImagePlan[targets.Length];
-            for (int i = 0; i < targets.Length; i++)
-            {
-                uint id = firstPagesId + (uint)i;
-                plans[i] = new ImagePlan(targets[i], id, Path.Combine(dir, targets[i].Target.PagemapFileName), Path.Combine(dir, $"pages-{id}.img"));
-                foreach (var path in (ReadOnlySpan<string>)[plans[i].PagemapPath, plans[i].PagesPath])
-                {
-                    if (File.Exists(path) || Directory.Exists(path))
-                    {
-                        throw new IOException($"{path} already exists; refusing to overwrite it (remove the dump's own pagemap and pages images, or write into a fresh directory)");
-                    }
-                }
-            }
-
-            long start = Stopwatch.GetTimestamp();
-            var undo = new ImageUndo(_logger);
-            var composed = new List<ComposedImage>(plans.Length);
-            int copyBytes = _options.CopyBufferBytes / PageSize * PageSize;
-            byte[]? copyBuffer = null;
-            try
-            {
-                foreach (var plan in plans)
-                {
-                    ct.ThrowIfCancellationRequested();
-                    bool move = _options.MoveDataFiles && plan.Data.IsInImageOrder && plan.Data.DataPath is not null
-                        && plan.Data.File.Length == plan.Data.DataPages * PageSize && !plan.Data.HasParentImage && plan.Data.Parent is null;
-                    if (!move)
-                    {
-                        copyBuffer ??= ArrayPool<byte>.Shared.Rent(copyBytes);
-                    }
-
-                    composed.Add(Compose(plan, move, undo, move ? default : copyBuffer.AsMemory(0, copyBytes), ct));
-                }
-
-                if (_parentImageDir is not null)
-                {
-                    // CRIU resolves PE_PARENT entries through this link (relative, so the pair can be moved together).
-                    var link = Path.Combine(dir, "parent");
-                    File.CreateSymbolicLink(link, Path.GetRelativePath(dir, _parentImageDir));
-                    undo.Created(link);
-                }
-            }
-            catch
-            {
-                undo.Rollback();
-                throw;
-            }
-            finally
-            {
-                if (copyBuffer is not null)
-                {
-                    ArrayPool<byte>.Shared.Return(copyBuffer);
-                }
-            }
-
-            foreach (var plan in plans)
-            {
-                if (undo.WasMoved(plan.PagesPath))
-                {
-                    plan.Data.DataPath = null;
-                }
-            }
-
+            var composed = _composer.WriteImages(dir, targets, firstPagesId, ct);
             _sealed = true;
-            Log.ImagesWritten(_logger, composed.Count, dir, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
             return composed;
         }
     }
@@ -135,131 +58,8 @@ public sealed partial class PageStore
         lock (_gate)
         {
             ThrowIfNotWritable();
-            FlushBuffer();
-            uint id = DefaultFirstPagesId;
-            foreach (var t in _targets.Values.OrderBy(t => t.Target.Type).ThenBy(t => t.Target.Id))
-            {
-                ct.ThrowIfCancellationRequested();
-                if (t.PrefixPages == 0 || t.DataPath is null)
-                {
-                    continue;
-                }
-
-                File.CreateSymbolicLink(Path.Combine(dir, $"pages-{id}.img"), t.DataPath);
-                using (var pagemap = new FileStream(Path.Combine(dir, t.Target.PagemapFileName), FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-                {
-                    new PagemapImage(id, t.PrefixRuns).Write(pagemap);
-                }
-
-                t.HasParentImage = true;
-                id++;
-            }
-
-            _parentImageDir = dir;
+            _writer.Flush();
+            _composer.WriteParentImages(dir, OrderedTargets(), ct);
         }
     }
-
-    private ComposedImage Compose(ImagePlan plan, bool move, ImageUndo undo, Memory<byte> copyBuffer, CancellationToken ct)
-    {
-        long start = Stopwatch.GetTimestamp();
-        var t = plan.Data;
-        var runs = new List<PagemapRun>();
-        long present;
-        if (move)
-        {
-            File.Move(t.DataPath!, plan.PagesPath, overwrite: false);
-            undo.Moved(plan.PagesPath, t.DataPath!);
-            present = CollectRuns(t, runs, copier: null, t.HasParentImage ? t.PrefixPages : 0, ct);
-        }
-        else
-        {
-            using var pages = new FileStream(plan.PagesPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 0);
-            undo.Created(plan.PagesPath);
-            var copier = new PageCopier(t, pages, copyBuffer);
-            present = CollectRuns(t, runs, copier, t.HasParentImage ? t.PrefixPages : 0, ct);
-            copier.Finish();
-        }
-
-        InjectFault?.Invoke(t.Target, FaultPoint.PagesWritten);
-        using (var pagemap = new FileStream(plan.PagemapPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1 << 16))
-        {
-            undo.Created(plan.PagemapPath);
-            new PagemapImage(plan.PagesId, runs).Write(pagemap);
-        }
-
-        InjectFault?.Invoke(t.Target, FaultPoint.PagemapWritten);
-
-        double ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        Log.ImageComposed(_logger, plan.PagemapPath, plan.PagesPath, runs.Count, present, move ? "moved" : "copied", ms);
-        return new ComposedImage(t.Target, plan.PagesId, plan.PagemapPath, plan.PagesPath, runs.Count, present, move);
-    }
-
-    /// <summary>
-    /// Walks <paramref name="t"/>'s index in ascending address order, merging adjacent pages of one kind into runs,
-    /// and hands each present page's data page to <paramref name="copier"/>. Returns the number of present pages.
-    /// </summary>
-    private static long CollectRuns(TargetData t, List<PagemapRun> runs, PageCopier? copier, long parentPages, CancellationToken ct)
-    {
-        long present = 0;
-        ulong runStart = 0;
-        ulong runPages = 0;
-        var runKind = PageKind.None;
-        foreach (var (firstPage, slots) in t.Index.OrderedChunks())
-        {
-            ct.ThrowIfCancellationRequested();
-            for (int i = 0; i < slots.Length; i++)
-            {
-                var e = new PageEntry(slots[i]);
-                if (e.Kind == PageKind.None)
-                {
-                    continue;
-                }
-
-                ulong page = firstPage + (ulong)i;
-                if (e.Kind == PageKind.Present && e.DataPage < parentPages)
-                {
-                    // Its current copy is in the data file's prefix, which is the parent image: referenced, not copied.
-                    e = PageEntry.Parent;
-                }
-
-                if (runPages > 0 && e.Kind == runKind && runStart + runPages == page)
-                {
-                    runPages++;
-                }
-                else
-                {
-                    if (runPages > 0)
-                    {
-                        runs.Add(new PagemapRun(runStart * PageSize, runPages, FlagsOf(runKind)));
-                    }
-
-                    runStart = page;
-                    runPages = 1;
-                    runKind = e.Kind;
-                }
-
-                if (e.Kind == PageKind.Present)
-                {
-                    present++;
-                    copier?.Add(e.DataPage);
-                }
-            }
-        }
-
-        if (runPages > 0)
-        {
-            runs.Add(new PagemapRun(runStart * PageSize, runPages, FlagsOf(runKind)));
-        }
-
-        return present;
-    }
-
-    private static PagemapFlags FlagsOf(PageKind kind) => kind switch
-    {
-        PageKind.Present => PagemapFlags.Present,
-        PageKind.Lazy => PagemapFlags.Lazy,
-        _ => PagemapFlags.Parent,
-    };
-
-    private sealed record ImagePlan(TargetData Data, uint PagesId, string PagemapPath, string PagesPath);
 }

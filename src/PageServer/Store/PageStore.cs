@@ -8,7 +8,10 @@ namespace Migration.PageServer.Store;
 /// The target host's page store of one migration. It receives the pages of every round
 /// (<see cref="IPageSink"/>), keeps the newest copy or mark of each page address, serves present pages back
 /// (<see cref="IPageSource"/>, for lazy restore) and composes the <c>pagemap-*.img</c> and <c>pages-N.img</c>
-/// images <c>criu restore</c> reads (<see cref="WriteImages"/>).
+/// images <c>criu restore</c> reads (<see cref="WriteImages"/>). It owns the targets, the lock and the limits
+/// (<see cref="PageStoreOptions"/>), and hands the work to its parts: <see cref="DataFileWriter"/> writes the runs,
+/// <see cref="TargetData"/> keeps each target's layout, <see cref="PageReader"/> reads pages back,
+/// <see cref="ImageComposer"/> writes the images and <see cref="TargetProvisioner"/> makes room ahead.
 /// </summary>
 /// <remarks>
 /// <para>Layout: in its directory, one append-only data file per target (<c>pid-ID.data</c>, <c>shmem-ID.data</c>,
@@ -17,8 +20,8 @@ namespace Migration.PageServer.Store;
 /// a lazy or parent mark). Superseded copies stay in the file (append-only; counted in <see cref="PageStoreStats.BytesStored"/>)
 /// until <see cref="Dispose"/> deletes the data files. Incoming pages are gathered into one write buffer per store
 /// (<see cref="PageStoreOptions.WriteBufferBytes"/>) and appended with large writes; a run of at least
-/// <see cref="DirectWriteBytes"/> is written from where it is, in pwritevs of at most 128 KiB, the first with what the buffer holds. On ext4 a
-/// data file gets its disk space ahead of the writes (<see cref="FileSpace"/>: as much again as it holds, 1-64 MiB at a
+/// <see cref="DataFileWriter.DirectWriteBytes"/> is written from where it is, in pwritevs of at most 128 KiB, the first with what the buffer holds. On ext4 a
+/// data file gets its disk space ahead of the writes (<see cref="Preallocator"/>: as much again as it holds, 1-64 MiB at a
 /// time); holes are punched out of it, and what is left past the end is given back when the images are written.</para>
 /// <para>Threads: the <see cref="IPageSink"/> calls come from one caller at a time (the interface's contract).
 /// <see cref="ReadPages"/> and <see cref="Stats"/> may be called from any thread at any time, concurrently with
@@ -34,42 +37,16 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
     /// </summary>
     public const uint DefaultFirstPagesId = 0x10000;
 
-    /// <summary>Where <see cref="WriteParentImages"/> wrote the parent image, if it did.</summary>
-    private string? _parentImageDir;
-
     private const int PageSize = PageFacts.PageSize;
-
-    /// <summary>
-    /// 256 KiB: a run this large (or the whole write buffer, when that is smaller) goes to the file from where it is,
-    /// not through the buffer. A page stream's batches are up to 1 MiB, and CRIU's chunks about as large, so most
-    /// pages are written without a copy; at this size one more system call costs far less than the copy would.
-    /// </summary>
-    internal const int DirectWriteBytes = 256 << 10;
-
-    /// <summary>
-    /// 16 pages (64 KiB): a stretch of zero pages at least this long in a large run is left as a hole in the data
-    /// file instead of written. Shorter ones are written: on ext4 every hole splits the file's extents, and one zero
-    /// page in three left as holes made a 1 GiB store take 2.4-3.0 s instead of 1.6-2.1 s (scripts/bench/pages.sh).
-    /// </summary>
-    internal const int MinHolePages = 16;
 
     private readonly Lock _gate = new();
     private readonly string _directory;
     private readonly PageStoreOptions _options;
     private readonly ILogger _logger;
     private readonly Dictionary<PageTarget, TargetData> _targets = [];
-    private readonly byte[] _buffer;
-
-    /// <summary>Whether data files get their space ahead of the writes (<see cref="FileSpace"/>); off for good once the filesystem refuses.</summary>
-    private bool _preallocate;
-
-    /// <summary>The memory one gathering write takes: the buffered bytes and a run's segments (reused: no allocation per write).</summary>
-    private readonly List<ReadOnlyMemory<byte>> _gather = new(4);
-
-    // The write buffer: _bufferLength bytes for _bufferTarget's data file, from file offset _bufferFileOffset.
-    private TargetData? _bufferTarget;
-    private long _bufferFileOffset;
-    private int _bufferLength;
+    private readonly DataFileWriter _writer;
+    private readonly ImageComposer _composer;
+    private readonly TargetProvisioner _provisioner;
 
     private int _completedRounds;
     private long _pagesReceived;
@@ -93,22 +70,18 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
         _directory = Path.GetFullPath(directory);
         Directory.CreateDirectory(_directory);
         _logger = logger ?? NullLogger<PageStore>.Instance;
-        _buffer = GC.AllocateUninitializedArray<byte>(_options.WriteBufferBytes);
-        _preallocate = FileSpace.PaysOff(_directory);
+        var space = new Preallocator(_directory);
+        _writer = new DataFileWriter(_options.WriteBufferBytes, space, RecordFailure);
+        _composer = new ImageComposer(_options, _logger);
+        _provisioner = new TargetProvisioner(_directory, _options, space, _logger);
     }
 
-    /// <summary>Named points where tests inject a failure (garnet's ExceptionInjectionHelper): the hook throws.</summary>
-    internal enum FaultPoint
+    /// <summary>Test hook called at each <see cref="ImageComposer.FaultPoint"/> of <see cref="WriteImages"/>; null in production.</summary>
+    internal Action<PageTarget, ImageComposer.FaultPoint>? InjectFault
     {
-        /// <summary>In <see cref="WriteImages"/>, after a target's pages image was copied or moved into place.</summary>
-        PagesWritten,
-
-        /// <summary>In <see cref="WriteImages"/>, after a target's pagemap image was written.</summary>
-        PagemapWritten,
+        get => _composer.InjectFault;
+        set => _composer.InjectFault = value;
     }
-
-    /// <summary>Test hook called at each <see cref="FaultPoint"/>; null in production.</summary>
-    internal Action<PageTarget, FaultPoint>? InjectFault { get; set; }
 
     /// <summary>The directory holding the data files.</summary>
     public string DataDirectory => _directory;
@@ -145,12 +118,8 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
         lock (_gate)
         {
             ThrowIfNotWritable();
-            if (_targets.TryGetValue(target, out var existing) && existing.Index.Count > 0)
+            if (_targets.TryGetValue(target, out var existing) && existing.Reopen())
             {
-                existing.Parent = existing.Index;
-                existing.Index = new PageIndex();
-                existing.Ascending = false; // the data file now holds pages the new layout does not use
-                existing.LivePages = 0;
                 return ValueTask.FromResult(true);
             }
 
@@ -158,6 +127,64 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
         }
 
         return ValueTask.FromResult(false);
+    }
+
+    /// <summary>
+    /// Copies the present pages from <paramref name="vaddr"/> on, up to <paramref name="nrPages"/>, into
+    /// <paramref name="destination"/>, stopping at the first page the store does not hold present (absent, lazy or
+    /// parent). Returns how many it copied: 0 for an unknown target or an address that is not a page-aligned user
+    /// address. Safe from any thread at any time before <see cref="Dispose"/>, also while rounds are written and after
+    /// <see cref="WriteImages"/> (a data file moved into place stays open); it sees every page whose write returned.
+    /// Pages that are consecutive in the data file are read with one pread.
+    /// </summary>
+    public int ReadPages(PageTarget target, ulong vaddr, int nrPages, Span<byte> destination)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(nrPages);
+        if ((long)nrPages * PageSize > destination.Length)
+        {
+            throw new ArgumentException($"destination of {destination.Length} bytes cannot take {nrPages} pages", nameof(destination));
+        }
+
+        if (nrPages == 0 || !PageFacts.IsValidRange(vaddr, (ulong)nrPages))
+        {
+            return 0;
+        }
+
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_targets.TryGetValue(target, out var t))
+            {
+                return 0;
+            }
+
+            // Pages of this target may still be in the write buffer: write them out (not synced) and read the file.
+            _writer.FlushFor(t);
+            return PageReader.Read(t, vaddr / PageSize, nrPages, destination);
+        }
+    }
+
+    /// <summary>
+    /// Makes room for <paramref name="target"/>'s pages before they come (<see cref="TargetProvisioner"/> says why):
+    /// creates its data file, allocates its first <paramref name="bytes"/> (rounded down to pages; on ext4,
+    /// <see cref="FileSpace"/>) and fills them with zeros, in writes of <see cref="DataFileWriter.WriteChunkBytes"/>, until done or until
+    /// <paramref name="deadline"/> (a <see cref="System.Diagnostics.Stopwatch"/> timestamp). Pages that come later for
+    /// the target are written over those zeros into page-cache folios (and disk blocks) that exist already; long zero
+    /// stretches are punched out as usual, and what the pages do not use is cut off when the images are written, or
+    /// deleted with the store. Returns the bytes written (0 when nothing was: the store syncs to disk, it already
+    /// holds the target, the target limit or half of <see cref="PageStoreOptions.MaxBytes"/> is reached, or a write
+    /// failed, in which case the file is removed again). Call it before the page stream starts: it holds the store's
+    /// lock throughout.
+    /// </summary>
+    public long Provision(PageTarget target, long bytes, long deadline)
+    {
+        ThrowIfInvalid(target);
+
+        lock (_gate)
+        {
+            ThrowIfNotWritable();
+            return _provisioner.Provision(target, bytes, deadline, _targets.ContainsKey(target), _targets.Count);
+        }
     }
 
     /// <summary>Closes the data files and deletes them (not the images <see cref="WriteImages"/> wrote or moved).</summary>
@@ -173,10 +200,10 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
             _disposed = true;
             foreach (var t in _targets.Values)
             {
-                DeleteData(t);
+                t.Delete(_logger);
             }
 
-            DropProvisioned(report: false);
+            _provisioner.Drop(report: false);
             _targets.Clear();
         }
     }
@@ -190,7 +217,7 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
 
         ThrowIfInvalid(target);
 
-        t = TakeProvisioned(target);
+        t = _provisioner.Take(target);
         if (t is null)
         {
             if (_targets.Count >= _options.MaxTargets)
@@ -203,9 +230,12 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
 
         _targets.Add(target, t);
         _filesCreated = true;
-        Log.TargetOpened(_logger, target.ToString(), t.DataPath!);
+        PageStoreLog.TargetOpened(_logger, target.ToString(), t.DataPath!);
         return t;
     }
+
+    /// <summary>The targets in image order: tasks by pid, then shmem segments by id.</summary>
+    private TargetData[] OrderedTargets() => [.. _targets.Values.OrderBy(t => t.Target.Type).ThenBy(t => t.Target.Id)];
 
     private static void ThrowIfInvalid(PageTarget target)
     {
@@ -228,4 +258,10 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
             throw new InvalidOperationException($"page store in {_directory} already wrote its images; it takes no more pages");
         }
     }
+
+    /// <summary>
+    /// A write to or sync of a data file failed: what was indexed stays readable, but nothing more is accepted (the
+    /// first failure is the one reported). Caller holds the lock.
+    /// </summary>
+    private void RecordFailure(Exception ex) => _failure ??= ex;
 }

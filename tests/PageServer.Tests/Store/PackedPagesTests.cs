@@ -119,7 +119,7 @@ public sealed class PackedPagesTests : IDisposable
         long allocated = AllocatedBytes(data);
         if (ext4)
         {
-            Assert.True(allocated >= PageStore.MinPreallocateBytes, $"{allocated} bytes allocated for 100 pages: nothing ahead");
+            Assert.True(allocated >= Preallocator.MinPreallocateBytes, $"{allocated} bytes allocated for 100 pages: nothing ahead");
         }
         else
         {

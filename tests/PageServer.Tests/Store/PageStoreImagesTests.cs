@@ -265,7 +265,7 @@ public sealed class PageStoreImagesTests : IDisposable
         await store.Write(Pid42, Base + P, 2, version: 1);
         await store.Write(Pid42, Base, 2, version: 2); // overwrite: copied
         await store.CompleteRoundAsync(None);
-        var failAt = Enum.Parse<PageStore.FaultPoint>(point);
+        var failAt = Enum.Parse<ImageComposer.FaultPoint>(point);
         store.InjectFault = (target, at) =>
         {
             if (target == Pid42 && at == failAt)

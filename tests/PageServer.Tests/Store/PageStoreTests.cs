@@ -201,8 +201,8 @@ public sealed class PageStoreTests : IDisposable
         await store.Write(Pid1, Base, 3, version: 1);
         Assert.Equal(0, new FileInfo(data).Length); // small: gathered in the write buffer
 
-        // 100 pages (400 KiB) is past PageStore.DirectWriteBytes: written at once, from where it is, after the 3 buffered pages.
-        Assert.True(100 * Page >= PageStore.DirectWriteBytes);
+        // 100 pages (400 KiB) is past DataFileWriter.DirectWriteBytes: written at once, from where it is, after the 3 buffered pages.
+        Assert.True(100 * Page >= DataFileWriter.DirectWriteBytes);
         ulong va = Base + (3 * Page);
         await store.WritePagesAsync(Pid1, va, 100, PagemapFlags.Present, Segmented(Make(va, 100, 2), segmentBytes), None);
         Assert.Equal(103L * Page, new FileInfo(data).Length);
@@ -226,7 +226,7 @@ public sealed class PageStoreTests : IDisposable
         await store.Write(Pid1, Base, 3, version: 1); // buffered; the run starts with a hole, so they are written alone
 
         // 120 pages: zero stretches at the start, one page in three (too short to skip: written), in the middle, and at the end.
-        Assert.Equal(16, PageStore.MinHolePages);
+        Assert.Equal(16, DataFileWriter.MinHolePages);
         ulong va = Base + (3 * Page);
         var run = Make(va, 120, 2);
         int[] holes = [.. Enumerable.Range(0, 20), .. Enumerable.Range(60, 30), .. Enumerable.Range(100, 20)];
@@ -267,7 +267,7 @@ public sealed class PageStoreTests : IDisposable
         using var store = NewStore();
         string data = Path.Combine(store.DataDirectory, "pid-1.data");
         var run = Make(Base, 100, 1);
-        foreach (int i in Enumerable.Range(0, 100).Where(i => (i % 3 == 0 && i < 80) || i >= 100 - (PageStore.MinHolePages - 1)))
+        foreach (int i in Enumerable.Range(0, 100).Where(i => (i % 3 == 0 && i < 80) || i >= 100 - (DataFileWriter.MinHolePages - 1)))
         {
             Array.Clear(run, i * Page, Page);
         }
