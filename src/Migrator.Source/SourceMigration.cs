@@ -1,3 +1,4 @@
+using System.Net;
 using Microsoft.Extensions.Logging;
 using Migration.Engine.Contract;
 using Migration.Engine.Criu;
@@ -60,6 +61,7 @@ public sealed partial class SourceMigration(
     private async Task PreflightAsync(int pid, string work, IProgress<MigrationProgress>? progress, CancellationToken ct)
     {
         progress?.Report(new MigrationProgress(MigrationPhase.Preflight, "checking source and target"));
+        CheckSockets(pid, progress);
         CriuVersionInfo version;
         byte[] cpuinfo;
         var cpuDir = Path.Combine(work, "cpuinfo");
@@ -140,6 +142,58 @@ public sealed partial class SourceMigration(
         }
     }
 
+    /// <summary>Connections shown at most in a refusal; the log has them all.</summary>
+    private const int SocketsNamed = 5;
+
+    /// <summary>
+    /// Lists the tree's sockets and refuses, before anything is frozen, what the dump would fail on or what would break
+    /// silently: connected TCP sockets without <see cref="SourceMigrationOptions.TcpEstablished"/> (CRIU refuses them
+    /// after the freeze), and loopback connections to a process outside the tree (its end stays behind).
+    /// </summary>
+    private void CheckSockets(int pid, IProgress<MigrationProgress>? progress)
+    {
+        var sockets = TreeSockets.List(ProcessTree.Enumerate(pid));
+        foreach (var socket in sockets)
+        {
+            LogSocket(socket.ToString());
+        }
+
+        var connected = sockets.Where(s => s.IsConnectedTcp).ToArray();
+        if (connected.Length > 0 && !options.TcpEstablished)
+        {
+            throw new MigrationException(MigrationPhase.Preflight, WorkloadOutcome.Untouched,
+                $"the tree holds {connected.Length} TCP connection(s) ({Name(connected)}): CRIU dumps them only with --tcp-established " +
+                "(repair mode: they move with the tree and their peers see a pause); add it, or close the connections first");
+        }
+
+        var outside = connected.Where(s => s.Peer is null && IPAddress.IsLoopback(s.Remote!.Address)).ToArray();
+        if (outside.Length > 0)
+        {
+            throw new MigrationException(MigrationPhase.Preflight, WorkloadOutcome.Untouched,
+                $"the tree holds {outside.Length} loopback connection(s) to a process outside it ({Name(outside)}): that end would stay " +
+                "on this host and the connection break; migrate the peer's tree too (a common ancestor), or close the connections first");
+        }
+
+        var unixOutside = sockets.Where(s => s.HasOutsideUnixPeer).ToArray();
+        if (unixOutside.Length > 0 && !options.ExtUnixSk)
+        {
+            throw new MigrationException(MigrationPhase.Preflight, WorkloadOutcome.Untouched,
+                $"the tree holds {unixOutside.Length} unix socket(s) connected to a process outside it ({Name(unixOutside)}): CRIU dumps " +
+                "them only with --ext-unix-sk (and the peer must be there on the target); migrate the peer's tree too, or close the sockets first");
+        }
+
+        if (sockets.Count > 0)
+        {
+            progress?.Report(new MigrationProgress(MigrationPhase.Preflight, "sockets: " + string.Join(", ", sockets
+                .GroupBy(s => s.Family == SocketFamily.Tcp ? (s.IsConnectedTcp ? "tcp connected" : $"tcp {s.State.ToLowerInvariant()}") : s.Family.ToString().ToLowerInvariant())
+                .OrderBy(g => g.Key, StringComparer.Ordinal)
+                .Select(g => $"{g.Count()} {g.Key}"))));
+        }
+
+        static string Name(IReadOnlyList<TreeSocket> list) =>
+            string.Join("; ", list.Take(SocketsNamed).Select(s => s.ToString())) + (list.Count > SocketsNamed ? $"; {list.Count - SocketsNamed} more in the log" : "");
+    }
+
     private ulong EstimateBytes(int pid) => (ulong)(ProcessTree.ResidentBytes(pid) * options.SpaceHeadroom) + (1UL << 20);
 
     /// <summary>Removes the staged images (CRIU's logs beside them stay for diagnosis).</summary>
@@ -173,6 +227,9 @@ public sealed partial class SourceMigration(
 
     [LoggerMessage(EventId = 203, Level = LogLevel.Information, Message = "migration {Id} begun on target ({ProvisionedMib} MiB of room made for the pages ahead, {Ms:0} ms)")]
     private partial void LogBegun(string id, ulong provisionedMib, double ms);
+
+    [LoggerMessage(EventId = 218, Level = LogLevel.Debug, Message = "preflight: socket {Socket}")]
+    private partial void LogSocket(string socket);
 
     [LoggerMessage(EventId = 211, Level = LogLevel.Warning, Message = "could not abort migration {Id} on the target: {Message}")]
     private partial void LogAbortFailed(string id, string message);

@@ -132,6 +132,63 @@ public sealed class FailurePathTests(ITestOutputHelper output)
         Assert.Contains("aborted", agent.Output, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// Connections the dump could not carry are refused in the preflight, with the reason and the remedy, before anything is
+    /// frozen: a connection without --tcp-established, and with it a loopback connection to a process outside the tree.
+    /// </summary>
+    [RequiresRootFact]
+    public async Task ConnectionsTheDumpCannotCarryAreRefusedBeforeTheFreeze()
+    {
+        await using var hosts = await TestHosts.CreateAsync();
+        var token = hosts.NewToken();
+        await using var agent = await Agent.StartAsync(hosts, token);
+        // A peer outside the tree, and a tree that holds a connection to it and one to itself.
+        const string Peer = """
+            import socket, time
+            l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("127.0.0.1", 47311)); l.listen(1)
+            print("listening", flush=True)
+            c, _ = l.accept()
+            time.sleep(600)
+            """;
+        const string Tree = """
+            import os, socket, time
+            l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+            a = socket.create_connection(l.getsockname()); b, _ = l.accept()
+            o = socket.create_connection(("127.0.0.1", 47311))
+            print("pid", os.getpid(), flush=True)
+            n = 0
+            while True:
+                n += 1; time.sleep(0.01)
+            """;
+        await using var peer = new BackgroundProcess("nsenter", [.. TestHosts.On(hosts.Source), "python3", "-c", Peer]);
+        await peer.WaitForOutputAsync("listening", TimeSpan.FromSeconds(20), "outside peer");
+        await using var tree = new BackgroundProcess("nsenter", [.. TestHosts.On(hosts.Source), "python3", "-c", Tree]);
+        await tree.WaitForOutputAsync("pid ", TimeSpan.FromSeconds(20), "tree");
+        int pid = tree.Pid;
+
+        var (without, json) = await MigrateCommand.RunAsync(hosts, agent.Endpoint, token, pid);
+        output.WriteLine(without.ToString());
+        Assert.Equal(1, without.ExitCode);
+        Assert.Equal("preflight", json.GetProperty("phase").GetString());
+        Assert.Equal("untouched", json.GetProperty("workload").GetString());
+        Assert.Contains("3 TCP connection(s)", json.GetProperty("error").GetString(), StringComparison.Ordinal);
+        Assert.Contains("--tcp-established", json.GetProperty("error").GetString(), StringComparison.Ordinal);
+
+        var (with, json2) = await MigrateCommand.RunAsync(hosts, agent.Endpoint, token, pid, "--tcp-established");
+        output.WriteLine(with.ToString());
+        Assert.Equal(1, with.ExitCode);
+        Assert.Equal("preflight", json2.GetProperty("phase").GetString());
+        Assert.Equal("untouched", json2.GetProperty("workload").GetString());
+        Assert.Contains("1 loopback connection(s) to a process outside it", json2.GetProperty("error").GetString(), StringComparison.Ordinal);
+        Assert.Contains(":47311", json2.GetProperty("error").GetString(), StringComparison.Ordinal);
+
+        // Never frozen, never dumped: the tree runs on here, and the agent saw no migration.
+        Assert.False(tree.HasExited);
+        Assert.DoesNotContain("State:\tT", await File.ReadAllTextAsync($"/proc/{pid}/status"), StringComparison.Ordinal);
+        Assert.Equal(hosts.SourceNetns, NetNs.OfProcess(pid));
+        Assert.Equal(new[] { "agent-cert.pem" }, Directory.EnumerateFileSystemEntries(agent.WorkDir).Select(p => Path.GetFileName(p)).ToArray());
+    }
+
     /// <summary>The original process is the one live copy, on the source, intact and making progress.</summary>
     private static async Task AssertStillRunsOnSourceAsync(TestHosts hosts, Workload workload, int pid, double? maxGapMs)
     {
