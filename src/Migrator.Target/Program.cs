@@ -2,10 +2,10 @@ using System.CommandLine;
 using System.Net;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Migration.Engine.Contract;
 using Migration.Engine.Criu;
 using Migration.Engine.Network;
 using Migration.Engine.Security;
-using Migration.PageServer.Control;
 using Migration.PageServer.Store;
 using Migration.Target;
 using Migration.Target.Api;
@@ -50,6 +50,8 @@ root.SetAction(async (parse, ct) =>
     Log.Logger = new LoggerConfiguration()
         .MinimumLevel.Is(parse.GetValue(verbose) ? LogEventLevel.Debug : LogEventLevel.Information)
         .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
+        // Grpc.AspNetCore logs every failed call at information level; CallStatusInterceptor logs them once, with their status.
+        .MinimumLevel.Override("Grpc", LogEventLevel.Warning)
         .WriteTo.Console(standardErrorFromLevel: LogEventLevel.Verbose, outputTemplate: "{Timestamp:HH:mm:ss.fff} {Level:u3} {Message:lj}{NewLine}{Exception}")
         .WriteTo.File(Path.Combine(logs, "agent.log"), outputTemplate: "{Timestamp:o} {Level:u3} [{SourceContext}] {Message:lj}{NewLine}{Exception}")
         .CreateLogger();
@@ -87,7 +89,8 @@ root.SetAction(async (parse, ct) =>
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
-            k.Limits.MaxRequestBodySize = GrpcProtocol.MaxMessageBytes + GrpcProtocol.FrameHeaderSize;
+            // A call carries one message (each method is unary): nothing more is buffered for anyone.
+            k.Limits.MaxRequestBodySize = ControlApi.MaxMessageBytes + ControlApi.MessagePrefixBytes;
             k.Limits.Http2.MaxStreamsPerConnection = 64;
             // Image chunks are megabytes: windows of a few chunks keep a link busy (defaults are 768 KiB / 1 MiB).
             k.Limits.Http2.InitialStreamWindowSize = 16 << 20;
@@ -126,14 +129,11 @@ root.SetAction(async (parse, ct) =>
             (dir, maxBytes) => new PageStoreAttachment(new PageStore(dir, new PageStoreOptions { MaxBytes = (long)Math.Min(maxBytes, long.MaxValue), SyncToDisk = syncPages },
                 sp.GetRequiredService<ILogger<PageStore>>()))));
         builder.Services.AddHostedService<PageStreamListener>();
-        builder.Services.AddSingleton<AgentService>();
-        builder.Services.AddSingleton<GrpcServer>();
+        builder.Services.AddAgentApi();
 
         // Disposed on the way out: the agent's migrations then wait for a lazy fill in progress (IncomingMigration).
         await using var app = builder.Build();
-        var server = app.Services.GetRequiredService<GrpcServer>();
-        app.Services.GetRequiredService<AgentService>().MapTo(server);
-        app.Run(server.HandleAsync);
+        app.MapGrpcService<AgentService>();
 
         await app.StartAsync(ct);
         Log.Information("migrate-agent {Version} listening on {Endpoint} (token key id {KeyId}), work directory {WorkDir}, criu {Criu}",

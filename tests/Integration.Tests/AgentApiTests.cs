@@ -1,12 +1,13 @@
 using Google.Protobuf;
+using Grpc.Core;
 using Migration.Control.V1;
 using Migration.Engine.Network;
 using Migration.Engine.Security;
 using Migration.Integration.Tests.Hosts;
-using Migration.PageServer.Control;
 using Migration.Source.Agent;
 using Migration.Tests.Common;
 using Xunit;
+using Agent = Migration.Integration.Tests.Hosts.Agent;
 
 namespace Migration.Integration.Tests;
 
@@ -20,7 +21,7 @@ public sealed class AgentApiTests : IAsyncLifetime
     private readonly string _root = Directory.CreateTempSubdirectory("migrate-api-").FullName;
     private Agent? _agent;
     private TokenCredentials? _credentials;
-    private ControlChannel? _channel;
+    private AgentChannel? _channel;
 
     public async Task InitializeAsync()
     {
@@ -34,7 +35,7 @@ public sealed class AgentApiTests : IAsyncLifetime
         File.SetUnixFileMode(token, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         _agent = await Agent.StartOnLoopbackAsync(_root, token, Random.Shared.Next(20000, 60000));
         _credentials = TokenCredentials.FromFile(token);
-        _channel = new ControlChannel(Engine.Network.Endpoint.Parse(_agent.Endpoint), _credentials, TimeSpan.FromSeconds(10));
+        _channel = new AgentChannel(Engine.Network.Endpoint.Parse(_agent.Endpoint), _credentials, TimeSpan.FromSeconds(10));
     }
 
     public async Task DisposeAsync()
@@ -55,8 +56,8 @@ public sealed class AgentApiTests : IAsyncLifetime
         var id = await BeginAsync();
         foreach (var name in new[] { "../escape.img", "/etc/passwd", "a/b.img", "..", ".hidden", "" })
         {
-            var ex = await Assert.ThrowsAsync<GrpcCallException>(() => PutAsync(id, name, 0, [1, 2, 3], last: true));
-            Assert.Equal(GrpcStatusCode.InvalidArgument, ex.Status);
+            var ex = await Assert.ThrowsAsync<RpcException>(() => PutAsync(id, name, 0, [1, 2, 3], last: true));
+            Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
         }
 
         Assert.False(File.Exists(Path.Combine(_agent!.WorkDir, "escape.img")));
@@ -69,12 +70,12 @@ public sealed class AgentApiTests : IAsyncLifetime
     {
         var id = await BeginAsync();
         await PutAsync(id, "core-1.img", 0, new byte[100], last: false);
-        var gap = await Assert.ThrowsAsync<GrpcCallException>(() => PutAsync(id, "core-1.img", 4096, new byte[10], last: false));
-        Assert.Equal(GrpcStatusCode.InvalidArgument, gap.Status);
-        Assert.Contains("expected 100", gap.Detail, StringComparison.Ordinal);
+        var gap = await Assert.ThrowsAsync<RpcException>(() => PutAsync(id, "core-1.img", 4096, new byte[10], last: false));
+        Assert.Equal(StatusCode.InvalidArgument, gap.StatusCode);
+        Assert.Contains("expected 100", gap.Status.Detail, StringComparison.Ordinal);
         await PutAsync(id, "core-1.img", 100, new byte[10], last: true);
-        var again = await Assert.ThrowsAsync<GrpcCallException>(() => PutAsync(id, "core-1.img", 110, new byte[10], last: true));
-        Assert.Equal(GrpcStatusCode.FailedPrecondition, again.Status);
+        var again = await Assert.ThrowsAsync<RpcException>(() => PutAsync(id, "core-1.img", 110, new byte[10], last: true));
+        Assert.Equal(StatusCode.FailedPrecondition, again.StatusCode);
     }
 
     [RequiresRootFact]
@@ -85,14 +86,14 @@ public sealed class AgentApiTests : IAsyncLifetime
         await PutAsync(id, "core-1.img", 0, data, last: true);
 
         var missing = Manifest(("core-1.img", data), ("pstree.img", [9]));
-        var ex = await Assert.ThrowsAsync<GrpcCallException>(() => RestoreAsync(id, missing));
-        Assert.Equal(GrpcStatusCode.FailedPrecondition, ex.Status);
+        var ex = await Assert.ThrowsAsync<RpcException>(() => RestoreAsync(id, missing));
+        Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
 
         var wrongHash = Manifest(("core-1.img", [1, 2, 3, 5]));
-        ex = await Assert.ThrowsAsync<GrpcCallException>(() => RestoreAsync(id, wrongHash));
-        Assert.Equal(GrpcStatusCode.DataLoss, ex.Status);
+        ex = await Assert.ThrowsAsync<RpcException>(() => RestoreAsync(id, wrongHash));
+        Assert.Equal(StatusCode.DataLoss, ex.StatusCode);
 
-        var info = await _channel!.CallAsync(AgentMethods.GetMigration, new GetMigrationRequest { MigrationId = id }, MigrationInfo.Parser, s_timeout, default);
+        var info = await GetMigrationAsync(id);
         Assert.Equal("receiving", info.State);
         Assert.Equal(4UL, info.BytesReceived);
     }
@@ -100,10 +101,9 @@ public sealed class AgentApiTests : IAsyncLifetime
     [RequiresRootFact]
     public async Task GetMigrationReportsThePageStreamPerRound()
     {
-        var begun = await _channel!.CallAsync(AgentMethods.Begin, new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 1 << 20, Mode = "cold" },
-            BeginReply.Parser, s_timeout, default);
+        var begun = await BeginAsync(new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 1 << 20, Mode = "cold" });
         Assert.NotEqual(0U, begun.PagePort);
-        var before = await _channel.CallAsync(AgentMethods.GetMigration, new GetMigrationRequest { MigrationId = begun.MigrationId }, MigrationInfo.Parser, s_timeout, default);
+        var before = await GetMigrationAsync(begun.MigrationId);
         Assert.Null(before.Pages); // no stream yet
 
         var target = new PageServer.Pages.PageTarget(1, PageServer.Pages.PageImageType.Pid);
@@ -123,7 +123,7 @@ public sealed class AgentApiTests : IAsyncLifetime
             await sender.WritePagesAsync(target, Base, 2, Engine.Images.PagemapFlags.Present, new System.Buffers.ReadOnlySequence<byte>(pages, 0, 2 * 4096), default);
             await sender.CompleteRoundAsync(default).AsTask().WaitAsync(s_timeout);
 
-            var info = await _channel.CallAsync(AgentMethods.GetMigration, new GetMigrationRequest { MigrationId = begun.MigrationId }, MigrationInfo.Parser, s_timeout, default);
+            var info = await GetMigrationAsync(begun.MigrationId);
             var p = info.Pages;
             Assert.Equal((18UL, 9UL, 18UL * 4096, 2U, false), (p.Pages, p.ZeroPages, p.PageBytes, p.RoundsAcknowledged, p.Ended));
             Assert.InRange(p.WireBytes, 9UL * 4096, 10UL * 4096); // the random pages as they are, zero pages as bits
@@ -137,7 +137,7 @@ public sealed class AgentApiTests : IAsyncLifetime
         MigrationInfo after;
         do
         {
-            after = await _channel.CallAsync(AgentMethods.GetMigration, new GetMigrationRequest { MigrationId = begun.MigrationId }, MigrationInfo.Parser, s_timeout, default);
+            after = await GetMigrationAsync(begun.MigrationId);
         }
         while (!after.Pages.Ended && DateTime.UtcNow < deadline && await Task.Delay(50).ContinueWith(_ => true));
 
@@ -151,7 +151,7 @@ public sealed class AgentApiTests : IAsyncLifetime
         var cold = new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 16 << 20, Mode = "cold" };
         cold.Tasks.Add(new TaskMemory { Pid = 1, Bytes = 8 << 20 });
         cold.Tasks.Add(new TaskMemory { Pid = 2, Bytes = 512 << 10 }); // too small to pay for a file of its own
-        var begun = await _channel!.CallAsync(AgentMethods.Begin, cold, BeginReply.Parser, s_timeout, default);
+        var begun = await BeginAsync(cold);
         Assert.Equal(8UL << 20, begun.ProvisionedBytes);
         string pages = Path.Combine(_agent!.WorkDir, begun.MigrationId, "pages");
         Assert.Equal(8L << 20, new FileInfo(Path.Combine(pages, "pid-1.data")).Length);
@@ -160,17 +160,17 @@ public sealed class AgentApiTests : IAsyncLifetime
         // Pre-copy's rounds run while the tree does: nothing to make room for ahead.
         var live = cold.Clone();
         live.Mode = "precopy";
-        Assert.Equal(0UL, (await _channel.CallAsync(AgentMethods.Begin, live, BeginReply.Parser, s_timeout, default)).ProvisionedBytes);
+        Assert.Equal(0UL, (await BeginAsync(live)).ProvisionedBytes);
 
         var tooMany = cold.Clone();
         tooMany.Tasks.AddRange(Enumerable.Range(3, 1023).Select(p => new TaskMemory { Pid = (uint)p, Bytes = 1 << 20 }));
         foreach (var bad in new[] { tooMany, With(0, 1 << 20), With(5_000_000, 1 << 20), With(3, 0) })
         {
-            var ex = await Assert.ThrowsAsync<GrpcCallException>(() => _channel.CallAsync(AgentMethods.Begin, bad, BeginReply.Parser, s_timeout, default));
-            Assert.Equal(GrpcStatusCode.InvalidArgument, ex.Status);
+            var ex = await Assert.ThrowsAsync<RpcException>(() => BeginAsync(bad));
+            Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
         }
 
-        Assert.False(_agent.HasExited);
+        Assert.False(_agent!.HasExited);
 
         BeginRequest With(uint pid, ulong bytes)
         {
@@ -183,40 +183,96 @@ public sealed class AgentApiTests : IAsyncLifetime
     [RequiresRootFact]
     public async Task UnknownMigrationsAndMalformedMessagesAreRefusedAndTheAgentKeepsServing()
     {
-        var notFound = await Assert.ThrowsAsync<GrpcCallException>(() => PutAsync("no-such-id", "core-1.img", 0, [1], last: true));
-        Assert.Equal(GrpcStatusCode.NotFound, notFound.Status);
+        var notFound = await Assert.ThrowsAsync<RpcException>(() => PutAsync("no-such-id", "core-1.img", 0, [1], last: true));
+        Assert.Equal(StatusCode.NotFound, notFound.StatusCode);
 
         // A body that is not a protobuf ImageChunk: field 1 declared as a 2 GiB string.
-        var garbage = await Assert.ThrowsAsync<GrpcCallException>(() =>
-            _channel!.CallAsync(AgentMethods.PutImage, new RawMessage([0x0a, 0xff, 0xff, 0xff, 0xff, 0x07]), PutImageReply.Parser, s_timeout, default));
-        Assert.Equal(GrpcStatusCode.InvalidArgument, garbage.Status);
+        var garbage = await Assert.ThrowsAsync<RpcException>(() => RawCallAsync("PutImage", [0x0a, 0xff, 0xff, 0xff, 0xff, 0x07]));
+        Assert.Equal(StatusCode.InvalidArgument, garbage.StatusCode);
+        Assert.Contains("malformed ImageChunk", garbage.Status.Detail, StringComparison.Ordinal);
 
-        var unknown = await Assert.ThrowsAsync<GrpcCallException>(() =>
-            _channel!.CallAsync("/migrate.v1.Agent/Nope", new GetMigrationRequest(), MigrationInfo.Parser, s_timeout, default));
-        Assert.Equal(GrpcStatusCode.Unimplemented, unknown.Status);
+        var unknown = await Assert.ThrowsAsync<RpcException>(() => RawCallAsync("Nope", []));
+        Assert.Equal(StatusCode.Unimplemented, unknown.StatusCode);
 
         // Still serving.
         Assert.NotEmpty(await BeginAsync());
         Assert.False(_agent!.HasExited);
     }
 
-    private async Task<string> BeginAsync()
+    /// <summary>
+    /// A TLS client that presents no certificate, or one not derived from the token, is refused in the handshake: the
+    /// agent never answers HTTP/2 on that connection, so no call of any kind reaches it.
+    /// </summary>
+    [RequiresRootFact]
+    public async Task ClientsWithoutTheTokensCertificateAreRefusedInTheHandshake()
     {
-        var reply = await _channel!.CallAsync(AgentMethods.Begin, new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 1 << 20, Mode = "cold" },
-            BeginReply.Parser, s_timeout, default);
-        return reply.MigrationId;
+        using var other = TokenCredentials.FromToken(Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)));
+        foreach (var (what, cert) in new[] { ("no certificate", (System.Security.Cryptography.X509Certificates.X509Certificate2?)null), ("another token's", other.Certificate) })
+        {
+            var ep = Engine.Network.Endpoint.Parse(_agent!.Endpoint);
+            using var tcp = new System.Net.Sockets.TcpClient();
+            await tcp.ConnectAsync(ep.Host, ep.Port);
+            using var tls = new System.Net.Security.SslStream(tcp.GetStream());
+            byte[] answer = new byte[64];
+            int got = 0;
+            Exception? refused = null;
+            try
+            {
+                await tls.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
+                {
+                    TargetHost = TokenCredentials.ServerName,
+                    EnabledSslProtocols = System.Security.Authentication.SslProtocols.Tls13,
+                    ApplicationProtocols = [System.Net.Security.SslApplicationProtocol.Http2],
+                    ClientCertificates = cert is null ? null : [cert],
+                    LocalCertificateSelectionCallback = (_, _, _, _, _) => cert!,
+                    RemoteCertificateValidationCallback = (_, c, _, _) => _credentials!.IsPeer(c),
+                });
+                // TLS 1.3 checks the client's certificate after the client's Finished: the refusal arrives as an alert
+                // on the first read. The HTTP/2 preface a real client sends next must get no SETTINGS frame back.
+                await tls.WriteAsync("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray());
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                got = await tls.ReadAsync(answer, cts.Token);
+            }
+            catch (Exception ex) when (ex is System.Security.Authentication.AuthenticationException or IOException)
+            {
+                refused = ex;
+            }
+
+            Assert.True(refused is not null || got == 0, $"{what}: the agent answered {got} bytes instead of refusing the handshake");
+        }
+
+        Assert.False(_agent!.HasExited);
+        Assert.NotEmpty(await BeginAsync());
     }
 
+    private async Task<string> BeginAsync() =>
+        (await BeginAsync(new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 1 << 20, Mode = "cold" })).MigrationId;
+
+    private Task<BeginReply> BeginAsync(BeginRequest request) =>
+        _channel!.CallAsync("Begin", (c, o) => c.BeginAsync(request, o), s_timeout, default);
+
+    private Task<MigrationInfo> GetMigrationAsync(string id) =>
+        _channel!.CallAsync("GetMigration", (c, o) => c.GetMigrationAsync(new GetMigrationRequest { MigrationId = id }, o), s_timeout, default);
+
     private Task<PutImageReply> PutAsync(string id, string name, ulong offset, byte[] data, bool last) =>
-        _channel!.CallAsync(AgentMethods.PutImage,
-            new ImageChunk { MigrationId = id, Name = name, Offset = offset, Data = ByteString.CopyFrom(data), Last = last },
-            PutImageReply.Parser, s_timeout, default);
+        _channel!.CallAsync("PutImage",
+            (c, o) => c.PutImageAsync(new ImageChunk { MigrationId = id, Name = name, Offset = offset, Data = ByteString.CopyFrom(data), Last = last }, o),
+            s_timeout, default);
 
     private Task<RestoreReply> RestoreAsync(string id, IEnumerable<Control.V1.ImageFileInfo> manifest)
     {
         var req = new RestoreRequest { MigrationId = id };
         req.Manifest.AddRange(manifest);
-        return _channel!.CallAsync(AgentMethods.Restore, req, RestoreReply.Parser, s_timeout, default);
+        return _channel!.CallAsync("Restore", (c, o) => c.RestoreAsync(req, o), s_timeout, default);
+    }
+
+    /// <summary>A call of /migrate.v1.Agent/<paramref name="method"/> with a body of exactly <paramref name="body"/>: what no well-behaved client would send.</summary>
+    private Task<byte[]> RawCallAsync(string method, byte[] body)
+    {
+        var raw = Marshallers.Create(b => b, b => b);
+        var call = new Method<byte[], byte[]>(MethodType.Unary, Control.V1.Agent.Descriptor.FullName, method, raw, raw);
+        var invoker = _channel!.CreateCallInvoker();
+        return _channel.CallAsync(method, (_, o) => invoker.AsyncUnaryCall(call, null, o, body), s_timeout, default);
     }
 
     private static IEnumerable<Control.V1.ImageFileInfo> Manifest(params (string Name, byte[] Data)[] files) =>
@@ -226,29 +282,4 @@ public sealed class AgentApiTests : IAsyncLifetime
             Size = (ulong)f.Data.Length,
             Sha256 = ByteString.CopyFrom(System.Security.Cryptography.SHA256.HashData(f.Data)),
         });
-
-    /// <summary>Bytes sent as they are, to feed the agent what no well-behaved client would.</summary>
-    private sealed class RawMessage(byte[] bytes) : IMessage<RawMessage>
-    {
-        public Google.Protobuf.Reflection.MessageDescriptor Descriptor => throw new NotSupportedException();
-
-        public int CalculateSize() => bytes.Length;
-
-        public RawMessage Clone() => new(bytes);
-
-        public bool Equals(RawMessage? other) => other is not null && bytes.AsSpan().SequenceEqual(other.ToByteArray());
-
-        public void MergeFrom(RawMessage message) => throw new NotSupportedException();
-
-        public void MergeFrom(CodedInputStream input) => throw new NotSupportedException();
-
-        public void WriteTo(CodedOutputStream output)
-        {
-            // WriteRawTag is the public raw-byte writer (1 to 5 bytes a call) generated code uses.
-            foreach (var b in bytes)
-            {
-                output.WriteRawTag(b);
-            }
-        }
-    }
 }

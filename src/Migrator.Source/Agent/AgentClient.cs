@@ -4,16 +4,21 @@ using Migration.Engine.Contract;
 using Migration.Engine.Criu;
 using Migration.Engine.Images;
 using Migration.Engine.Processes;
-using Migration.PageServer.Control;
 using ImageFileInfo = Migration.Engine.Images.ImageFileInfo;
 
 namespace Migration.Source.Agent;
 
-/// <summary>The target agent's control API as the source engine's <see cref="IMigrationTarget"/>.</summary>
-public sealed class AgentClient(ControlChannel channel, TimeSpan callTimeout) : IMigrationTarget
+/// <summary>
+/// The target agent's control API as the source engine's <see cref="IMigrationTarget"/>: each method one call of the
+/// generated client, bounded by a deadline (the call timeout, or the longer bounds below) and by the caller's token.
+/// </summary>
+public sealed class AgentClient(AgentChannel channel, TimeSpan callTimeout) : IMigrationTarget
 {
     /// <summary>Image files travel in chunks of this size: big enough to amortize a call, far below the message limit.</summary>
     public const int ChunkBytes = 2 << 20;
+
+    /// <summary>Restore and the cutover's preparation take as long as reading or writing a large tree's images.</summary>
+    public static readonly TimeSpan CutoverCallTimeout = TimeSpan.FromMinutes(10);
 
     /// <summary>A chunk can take long on a slow link; this bounds one chunk, not the transfer.</summary>
     public static readonly TimeSpan ChunkTimeout = TimeSpan.FromSeconds(120);
@@ -29,7 +34,7 @@ public sealed class AgentClient(ControlChannel channel, TimeSpan callTimeout) : 
             BytesNeeded = request.BytesNeeded,
             Mode = request.Mode,
         };
-        var reply = await channel.CallAsync(AgentMethods.Preflight, req, PreflightReply.Parser, callTimeout, ct).ConfigureAwait(false);
+        var reply = await channel.CallAsync("Preflight", (c, o) => c.PreflightAsync(req, o), callTimeout, ct).ConfigureAwait(false);
         return new TargetPreflight(reply.Ok, reply.AgentVersion, reply.Hostname,
             reply.TargetCriu is null ? null : new CriuVersionInfo(reply.TargetCriu.Major, reply.TargetCriu.Minor, reply.TargetCriu.Sublevel, reply.TargetCriu.Text),
             reply.FreeBytes, reply.Checks.Select(c => new PreflightCheckResult(c.Name, c.Ok, c.Detail)).ToArray());
@@ -39,10 +44,10 @@ public sealed class AgentClient(ControlChannel channel, TimeSpan callTimeout) : 
     {
         var request = new BeginRequest { SourceHost = Environment.MachineName, SourcePid = sourcePid, BytesExpected = bytesExpected, Mode = mode };
         request.Tasks.AddRange(tasks.Select(t => new Migration.Control.V1.TaskMemory { Pid = (uint)t.Pid, Bytes = t.Bytes }));
-        var reply = await channel.CallAsync(AgentMethods.Begin, request, BeginReply.Parser, callTimeout, ct).ConfigureAwait(false);
+        var reply = await channel.CallAsync("Begin", (c, o) => c.BeginAsync(request, o), callTimeout, ct).ConfigureAwait(false);
         if (reply.PagePort > 65535)
         {
-            throw new GrpcCallException(GrpcStatusCode.Internal, $"agent announced page port {reply.PagePort}");
+            throw new InvalidDataException($"agent at {channel.Endpoint} announced page port {reply.PagePort}");
         }
 
         return new TargetMigration(reply.MigrationId, (int)reply.PagePort, reply.ProvisionedBytes);
@@ -68,7 +73,7 @@ public sealed class AgentClient(ControlChannel channel, TimeSpan callTimeout) : 
                     Data = ByteString.CopyFrom(buffer, 0, n),
                     Last = last,
                 };
-                await channel.CallAsync(AgentMethods.PutImage, chunk, PutImageReply.Parser, ChunkTimeout, ct).ConfigureAwait(false);
+                await channel.CallAsync("PutImage", (c, o) => c.PutImageAsync(chunk, o), ChunkTimeout, ct).ConfigureAwait(false);
                 offset += (ulong)n;
                 sent += (ulong)n;
                 if (n == 0 && !last)
@@ -87,24 +92,24 @@ public sealed class AgentClient(ControlChannel channel, TimeSpan callTimeout) : 
         var req = new RestoreRequest { MigrationId = migrationId, PagesStreamed = pagesStreamed, LazyPages = lazyPages };
         req.Manifest.AddRange(manifest.Select(f => new Migration.Control.V1.ImageFileInfo { Name = f.Name, Size = f.Size, Sha256 = ByteString.CopyFrom(f.Sha256) }));
         // Restore of a large tree takes as long as reading its images: the cutover bound applies, not the call bound.
-        var reply = await channel.CallAsync(AgentMethods.Restore, req, RestoreReply.Parser, TimeSpan.FromMinutes(10), ct).ConfigureAwait(false);
+        var reply = await channel.CallAsync("Restore", (c, o) => c.RestoreAsync(req, o), CutoverCallTimeout, ct).ConfigureAwait(false);
         return reply.Pid;
     }
 
     public Task PrepareCutoverAsync(string migrationId, CancellationToken ct) =>
-        channel.CallAsync(AgentMethods.PrepareCutover, new PrepareCutoverRequest { MigrationId = migrationId }, PrepareCutoverReply.Parser, TimeSpan.FromMinutes(10), ct);
+        channel.CallAsync("PrepareCutover", (c, o) => c.PrepareCutoverAsync(new PrepareCutoverRequest { MigrationId = migrationId }, o), CutoverCallTimeout, ct);
 
     public async Task<int> CommitAsync(string migrationId, CancellationToken ct)
     {
-        var reply = await channel.CallAsync(AgentMethods.Commit, new CommitRequest { MigrationId = migrationId }, CommitReply.Parser, callTimeout, ct).ConfigureAwait(false);
+        var reply = await channel.CallAsync("Commit", (c, o) => c.CommitAsync(new CommitRequest { MigrationId = migrationId }, o), callTimeout, ct).ConfigureAwait(false);
         return reply.Pid;
     }
 
     public Task AbortAsync(string migrationId, string reason, CancellationToken ct) =>
-        channel.CallAsync(AgentMethods.Abort, new AbortRequest { MigrationId = migrationId, Reason = reason }, AbortReply.Parser, callTimeout, ct);
+        channel.CallAsync("Abort", (c, o) => c.AbortAsync(new AbortRequest { MigrationId = migrationId, Reason = reason }, o), callTimeout, ct);
 
     public Task<MigrationInfo> GetMigrationAsync(string migrationId, CancellationToken ct) =>
-        channel.CallAsync(AgentMethods.GetMigration, new GetMigrationRequest { MigrationId = migrationId }, MigrationInfo.Parser, callTimeout, ct);
+        channel.CallAsync("GetMigration", (c, o) => c.GetMigrationAsync(new GetMigrationRequest { MigrationId = migrationId }, o), callTimeout, ct);
 
     internal static CriuVersion ToProto(CriuVersionInfo v) => new() { Major = v.Major, Minor = v.Minor, Sublevel = v.Sublevel, Text = v.Text };
 }

@@ -4,7 +4,6 @@ using Microsoft.Extensions.Logging;
 using Migration.Engine.Criu;
 using Migration.Engine.Network;
 using Migration.Engine.Security;
-using Migration.PageServer.Control;
 using Migration.PageServer.Transport;
 using Migration.Source;
 using Migration.Source.Agent;
@@ -112,7 +111,7 @@ root.SetAction(async (parse, ct) =>
             },
         };
         using (credentials)
-        using (var channel = new ControlChannel(endpoint, credentials, TimeSpan.FromSeconds(10)))
+        using (var channel = new AgentChannel(endpoint, credentials, TimeSpan.FromSeconds(10)))
         {
             var target = new AgentClient(channel, options.CallTimeout);
             var criu = new CriuClient(new CriuOptions(), loggers.CreateLogger<CriuClient>());

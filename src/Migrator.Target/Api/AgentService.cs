@@ -1,17 +1,20 @@
 using Google.Protobuf;
+using Grpc.Core;
 using Migration.Control.V1;
 using Migration.Engine.Contract;
 using Migration.Engine.Criu;
 using Migration.Engine.Images;
 using Migration.Engine.Processes;
-using Migration.Target.Api;
 using Migration.Target.Incoming;
 using TaskMemory = Migration.Engine.Processes.TaskMemory;
 
 namespace Migration.Target.Api;
 
-/// <summary>The Agent service (proto/migrate/v1/agent.proto) over <see cref="TargetAgent"/>.</summary>
-public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pageStreams, ILogger<AgentService> logger)
+/// <summary>
+/// The Agent service (proto/migrate/v1/agent.proto) over <see cref="TargetAgent"/>. Its methods throw what they refuse
+/// (<see cref="TargetRequestException"/>); <see cref="CallStatusInterceptor"/> makes that the caller's status.
+/// </summary>
+public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pageStreams, ILogger<AgentService> logger) : Agent.AgentBase
 {
     /// <summary>Tasks a Begin may name (the source sends its largest 64): a bound on what one request makes the agent walk.</summary>
     public const int MaxTasks = 1024;
@@ -19,24 +22,12 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
     /// <summary>PID_MAX_LIMIT on 64-bit Linux: no task has a larger pid.</summary>
     private const uint MaxPid = 4 * 1024 * 1024;
 
-    public void MapTo(GrpcServer server)
-    {
-        server.Map(PageServer.Control.AgentMethods.Preflight, PreflightRequest.Parser, PreflightAsync);
-        server.Map(PageServer.Control.AgentMethods.Begin, BeginRequest.Parser, Begin);
-        server.Map(PageServer.Control.AgentMethods.PutImage, ImageChunk.Parser, PutImage);
-        server.Map(PageServer.Control.AgentMethods.PrepareCutover, PrepareCutoverRequest.Parser, PrepareCutover);
-        server.Map(PageServer.Control.AgentMethods.Restore, RestoreRequest.Parser, RestoreAsync);
-        server.Map(PageServer.Control.AgentMethods.Commit, CommitRequest.Parser, Commit);
-        server.Map(PageServer.Control.AgentMethods.Abort, AbortRequest.Parser, Abort);
-        server.Map(PageServer.Control.AgentMethods.GetMigration, GetMigrationRequest.Parser, GetMigration);
-    }
-
-    private async Task<PreflightReply> PreflightAsync(PreflightRequest req, CallContext ctx)
+    public override async Task<PreflightReply> Preflight(PreflightRequest req, ServerCallContext ctx)
     {
         var v = req.SourceCriu ?? new CriuVersion();
         var request = new SourcePreflight(Clip(req.SourceHost), Clip(req.SourceVersion),
             new CriuVersionInfo(v.Major, v.Minor, v.Sublevel, Clip(v.Text)), req.CpuinfoImage.ToByteArray(), req.BytesNeeded, Clip(req.Mode));
-        var result = await agent.PreflightAsync(request, ctx.Cancellation).ConfigureAwait(false);
+        var result = await agent.PreflightAsync(request, ctx.CancellationToken).ConfigureAwait(false);
         var reply = new PreflightReply
         {
             Ok = result.Ok,
@@ -53,7 +44,7 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
         return reply;
     }
 
-    private Task<BeginReply> Begin(BeginRequest req, CallContext ctx)
+    public override Task<BeginReply> Begin(BeginRequest req, ServerCallContext ctx)
     {
         if (req.Mode is not ("cold" or "precopy"))
         {
@@ -88,13 +79,13 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
         });
     }
 
-    private Task<PutImageReply> PutImage(ImageChunk req, CallContext ctx)
+    public override Task<PutImageReply> PutImage(ImageChunk req, ServerCallContext ctx)
     {
         var m = agent.Get(req.MigrationId);
         if (agent.Options.Faults.Contains(Faults.CutTransfer) && m.ChunksReceived >= 1)
         {
             LogFault(m.Id, Faults.CutTransfer);
-            ctx.Http.Abort();
+            ctx.GetHttpContext().Abort();
             throw new OperationCanceledException("connection cut by fault injection");
         }
 
@@ -102,12 +93,12 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
         return Task.FromResult(new PutImageReply { FileBytes = fileBytes, TotalBytes = total });
     }
 
-    private Task<PrepareCutoverReply> PrepareCutover(PrepareCutoverRequest req, CallContext ctx)
+    public override Task<PrepareCutoverReply> PrepareCutover(PrepareCutoverRequest req, ServerCallContext ctx)
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();
         try
         {
-            agent.Get(req.MigrationId).PrepareCutover(ctx.Cancellation);
+            agent.Get(req.MigrationId).PrepareCutover(ctx.CancellationToken);
         }
         catch (Exception ex) when (ex is IOException or InvalidOperationException or UnauthorizedAccessException)
         {
@@ -117,28 +108,34 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
         return Task.FromResult(new PrepareCutoverReply { Ms = (uint)sw.ElapsedMilliseconds });
     }
 
-    private async Task<RestoreReply> RestoreAsync(RestoreRequest req, CallContext ctx)
+    public override async Task<RestoreReply> Restore(RestoreRequest req, ServerCallContext ctx)
     {
         var manifest = req.Manifest.Select(f => new Engine.Images.ImageFileInfo(f.Name, f.Size, f.Sha256.ToByteArray())).ToArray();
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        int pid = await agent.RestoreAsync(req.MigrationId, manifest, req.PagesStreamed, req.LazyPages, ctx.Cancellation).ConfigureAwait(false);
+        int pid = await agent.RestoreAsync(req.MigrationId, manifest, req.PagesStreamed, req.LazyPages, ctx.CancellationToken).ConfigureAwait(false);
         return new RestoreReply { Pid = pid, RestoreMs = (uint)sw.ElapsedMilliseconds };
     }
 
-    private Task<CommitReply> Commit(CommitRequest req, CallContext ctx)
+    public override Task<CommitReply> Commit(CommitRequest req, ServerCallContext ctx)
     {
         var (pid, resumed) = agent.Get(req.MigrationId).Commit();
         return Task.FromResult(new CommitReply { Pid = pid, TasksResumed = (uint)resumed });
     }
 
-    private Task<AbortReply> Abort(AbortRequest req, CallContext ctx)
+    public override Task<AbortReply> Abort(AbortRequest req, ServerCallContext ctx)
     {
         bool killed = agent.Get(req.MigrationId).Abort(Clip(req.Reason));
         return Task.FromResult(new AbortReply { KilledRestoredTree = killed });
     }
 
-    private Task<MigrationInfo> GetMigration(GetMigrationRequest req, CallContext ctx)
+    public override async Task<MigrationInfo> GetMigration(GetMigrationRequest req, ServerCallContext ctx)
     {
+        if (agent.Options.Faults.Contains(Faults.StallGetMigration))
+        {
+            LogStall(Faults.StallGetMigration, ctx.Deadline);
+            await Task.Delay(Timeout.Infinite, ctx.CancellationToken).ConfigureAwait(false);
+        }
+
         var m = agent.Get(req.MigrationId);
         var info = new MigrationInfo
         {
@@ -153,7 +150,7 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
             info.Pages = pages.Progress.Snapshot();
         }
 
-        return Task.FromResult(info);
+        return info;
     }
 
     /// <summary>Peer strings go into logs and messages: bounded and without control characters.</summary>
@@ -165,4 +162,7 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
 
     [LoggerMessage(EventId = 601, Level = LogLevel.Warning, Message = "fault injected in migration {Id}: {Fault}")]
     private partial void LogFault(string id, string fault);
+
+    [LoggerMessage(EventId = 602, Level = LogLevel.Warning, Message = "fault injected: {Fault}: GetMigration answers only once its call is cancelled (deadline {Deadline:o})")]
+    private partial void LogStall(string fault, DateTime deadline);
 }

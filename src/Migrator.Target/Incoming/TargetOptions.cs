@@ -43,5 +43,8 @@ public static class Faults
     /// <summary>The page stream breaks: the agent's page store fails after the first batches of pages.</summary>
     public const string CutPages = "cut-pages";
 
-    public static readonly string[] All = [Restore, CutTransfer, CutPages];
+    /// <summary>GetMigration stalls until its call is cancelled, having logged the deadline it was given (deadlines travel).</summary>
+    public const string StallGetMigration = "stall-get-migration";
+
+    public static readonly string[] All = [Restore, CutTransfer, CutPages, StallGetMigration];
 }

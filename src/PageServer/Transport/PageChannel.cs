@@ -5,7 +5,6 @@ using System.Security.Authentication;
 using System.Security.Cryptography;
 using Migration.Engine.Network;
 using Migration.Engine.Security;
-using Migration.PageServer.Control;
 
 namespace Migration.PageServer.Transport;
 

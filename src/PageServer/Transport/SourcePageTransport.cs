@@ -2,7 +2,6 @@ using Microsoft.Extensions.Logging;
 using Migration.Engine.Network;
 using Migration.Engine.Processes;
 using Migration.Engine.Security;
-using Migration.PageServer.Control;
 using Migration.PageServer.Criu;
 using Migration.PageServer.Streaming;
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A standard gRPC client (Debian's python3-grpcio) driving migrate-agent's control API.
 
-Nobody here wrote this client library: it proves the agent's own gRPC binding speaks standard gRPC over
+Nobody here wrote this client library: it proves the agent (Grpc.AspNetCore) speaks standard gRPC over
 HTTP/2 with TLS. Usage:
 
   agent_client.py GEN_DIR ADDRESS AGENT_CERT_PEM CERT_PEM KEY_PEM
