@@ -28,6 +28,8 @@ APT_PACKAGES=(
   libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler python3-protobuf
   libnl-3-dev libnet1-dev libcap-dev libaio-dev libbsd-dev libgnutls28-dev uuid-dev libnftables-dev
   iproute2 nftables util-linux procps python3-grpcio
+  # Real servers nobody here wrote, migrated by the integration tests (their own services are not started).
+  redis-server nginx-light default-jre-headless curl
 )
 
 apt_updated=0
@@ -46,7 +48,17 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_update_once
   log "installing: ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  # No package may start its service here (redis-server, nginx): the tests run their own copies in namespaces.
+  # policy-rc.d exit 101 is Debian's "action forbidden" for invoke-rc.d; ours is removed again at once.
+  policy_rc_d=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy_rc_d=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || {
+    if [ "$policy_rc_d" -eq 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+    die "apt-get install failed: ${missing[*]}"
+  }
+  if [ "$policy_rc_d" -eq 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # --- CRIU ---------------------------------------------------------------------------------------

@@ -61,7 +61,9 @@ public sealed partial class SourceMigration(
     private async Task PreflightAsync(int pid, string work, IProgress<MigrationProgress>? progress, CancellationToken ct)
     {
         progress?.Report(new MigrationProgress(MigrationPhase.Preflight, "checking source and target"));
-        CheckSockets(pid, progress);
+        var tree = ProcessTree.Enumerate(pid);
+        CheckSockets(tree, progress);
+        WarnOfOutsidePipes(tree, progress);
         CriuVersionInfo version;
         byte[] cpuinfo;
         var cpuDir = Path.Combine(work, "cpuinfo");
@@ -150,9 +152,9 @@ public sealed partial class SourceMigration(
     /// silently: connected TCP sockets without <see cref="SourceMigrationOptions.TcpEstablished"/> (CRIU refuses them
     /// after the freeze), and loopback connections to a process outside the tree (its end stays behind).
     /// </summary>
-    private void CheckSockets(int pid, IProgress<MigrationProgress>? progress)
+    private void CheckSockets(IReadOnlyList<int> tree, IProgress<MigrationProgress>? progress)
     {
-        var sockets = TreeSockets.List(ProcessTree.Enumerate(pid));
+        var sockets = TreeSockets.List(tree);
         foreach (var socket in sockets)
         {
             LogSocket(socket.ToString());
@@ -194,6 +196,19 @@ public sealed partial class SourceMigration(
             string.Join("; ", list.Take(SocketsNamed).Select(s => s.ToString())) + (list.Count > SocketsNamed ? $"; {list.Count - SocketsNamed} more in the log" : "");
     }
 
+    /// <summary>
+    /// Pipes to a process outside the tree (a captured stdout or stderr) move without their other end: warned of, not
+    /// refused, since a tree that never writes to them again is fine; the warning says what will happen.
+    /// </summary>
+    private void WarnOfOutsidePipes(IReadOnlyList<int> tree, IProgress<MigrationProgress>? progress)
+    {
+        foreach (var pipe in TreePipes.Outside(tree))
+        {
+            LogOutsidePipe(pipe.ToString());
+            progress?.Report(new MigrationProgress(MigrationPhase.Preflight, $"warning: {pipe}; redirect it to a file to keep it"));
+        }
+    }
+
     private ulong EstimateBytes(int pid) => (ulong)(ProcessTree.ResidentBytes(pid) * options.SpaceHeadroom) + (1UL << 20);
 
     /// <summary>Removes the staged images (CRIU's logs beside them stay for diagnosis).</summary>
@@ -227,6 +242,9 @@ public sealed partial class SourceMigration(
 
     [LoggerMessage(EventId = 203, Level = LogLevel.Information, Message = "migration {Id} begun on target ({ProvisionedMib} MiB of room made for the pages ahead, {Ms:0} ms)")]
     private partial void LogBegun(string id, ulong provisionedMib, double ms);
+
+    [LoggerMessage(EventId = 219, Level = LogLevel.Warning, Message = "preflight: {Pipe}")]
+    private partial void LogOutsidePipe(string pipe);
 
     [LoggerMessage(EventId = 218, Level = LogLevel.Debug, Message = "preflight: socket {Socket}")]
     private partial void LogSocket(string socket);
