@@ -151,4 +151,5 @@ if [ -z "${MIGRATE_INSTALL_DIR:-}" ]; then
   ln -sfn "$INSTALL_DIR/migrate-agent.d/migrate-agent" /usr/local/bin/migrate-agent
 fi
 install -m 0755 "$REPO/native/bin/memwork" "$INSTALL_DIR/memwork"
+install -m 0755 "$REPO/native/bin/tcpseq" "$INSTALL_DIR/tcpseq"
 log "done: criu=$CRIU_BIN migrate=$INSTALL_DIR/migrate.d/migrate migrate-agent=$INSTALL_DIR/migrate-agent.d/migrate-agent"

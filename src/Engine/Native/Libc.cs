@@ -19,6 +19,14 @@ internal static partial class Libc
     public const int SIGCONT = 18;
     public const int ESRCH = 3;
     public const int CLONE_NEWNET = 0x40000000;
+    public const int AF_PACKET = 17;
+    public const int SOCK_RAW = 3;
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int socket(int domain, int type, int protocol);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static unsafe partial nint sendto(int fd, byte* buf, nuint len, int flags, byte* addr, int addrlen);
 
     [LibraryImport("libc", SetLastError = true)]
     public static unsafe partial int socketpair(int domain, int type, int protocol, int* sv);

@@ -1,0 +1,256 @@
+/*
+ * tcpseq: a server and a client that prove a TCP connection survives a migration untouched.
+ *
+ *   tcpseq server ADDR PORT
+ *       Listens on ADDR:PORT (IPv4 or IPv6). Each connection is served by its own thread: it reads 8-byte
+ *       big-endian sequence numbers and answers each with the same 8 bytes, checking that they count up by one
+ *       from the first; a gap or a repeat closes the connection (the client then fails loudly).
+ *
+ *   tcpseq client ADDR PORT [INTERVAL_US]
+ *       Connects once and sends 1, 2, 3, ... one per INTERVAL_US (default 1000) over that ONE connection, each
+ *       after the reply to the one before; checks every reply. On SIGTERM or SIGINT it prints one line
+ *         OK requests=N max_stall_us=S stall_at=K
+ *       and exits 0: max_stall_us is the longest wait for one reply, stall_at the request that waited it. Any
+ *       error (reset, end of file, wrong reply, timeout of 60 s on a reply) prints
+ *         ERROR requests=N what=...
+ *       and exits 1 at once. Every 100 ms it rewrites its progress line to --status FILE if given (tests read it).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void put_be64(unsigned char *b, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		b[i] = (unsigned char)v;
+}
+
+static uint64_t get_be64(const unsigned char *b)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | b[i];
+	return v;
+}
+
+/* Reads exactly n bytes; 0 on success, -1 with errno (0 for end of file). */
+static int read_full(int fd, unsigned char *b, size_t n)
+{
+	for (size_t off = 0; off < n;) {
+		ssize_t r = read(fd, b + off, n - off);
+		if (r == 0) {
+			errno = 0;
+			return -1;
+		}
+		if (r < 0) {
+			if (errno == EINTR && !stop)
+				continue;
+			return -1;
+		}
+		off += (size_t)r;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const unsigned char *b, size_t n)
+{
+	for (size_t off = 0; off < n;) {
+		ssize_t r = write(fd, b + off, n - off);
+		if (r < 0) {
+			if (errno == EINTR && !stop)
+				continue;
+			return -1;
+		}
+		off += (size_t)r;
+	}
+	return 0;
+}
+
+static int resolve(const char *addr, const char *port, struct addrinfo **out, int passive)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | (passive ? AI_PASSIVE : 0) };
+	int rc = getaddrinfo(addr, port, &hints, out);
+	if (rc != 0) {
+		fprintf(stderr, "tcpseq: %s port %s: %s\n", addr, port, gai_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
+static void *serve(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	unsigned char b[8];
+	uint64_t expect = 0;
+	while (read_full(fd, b, 8) == 0) {
+		uint64_t seq = get_be64(b);
+		if (expect != 0 && seq != expect) {
+			fprintf(stderr, "tcpseq server: expected %" PRIu64 ", got %" PRIu64 ": closing\n", expect, seq);
+			break;
+		}
+		expect = seq + 1;
+		if (write_full(fd, b, 8) != 0)
+			break;
+	}
+	close(fd);
+	return NULL;
+}
+
+static int server(const char *addr, const char *port)
+{
+	struct addrinfo *ai;
+	if (resolve(addr, port, &ai, 1) != 0)
+		return 2;
+	int lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    bind(lfd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(lfd, 16) != 0) {
+		fprintf(stderr, "tcpseq server: %s:%s: %s\n", addr, port, strerror(errno));
+		return 2;
+	}
+	freeaddrinfo(ai);
+	printf("LISTENING %s %s\n", addr, port);
+	fflush(stdout);
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			fprintf(stderr, "tcpseq server: accept: %s\n", strerror(errno));
+			return 2;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		pthread_t th;
+		if (pthread_create(&th, NULL, serve, (void *)(intptr_t)fd) != 0) {
+			close(fd);
+			continue;
+		}
+		pthread_detach(th);
+	}
+}
+
+static void status(const char *path, const char *line)
+{
+	if (path == NULL)
+		return;
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (f == NULL)
+		return;
+	fputs(line, f);
+	fclose(f);
+	rename(tmp, path);
+}
+
+static int client(const char *addr, const char *port, long interval_us, const char *status_path)
+{
+	struct addrinfo *ai;
+	if (resolve(addr, port, &ai, 0) != 0)
+		return 2;
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+		fprintf(stderr, "tcpseq client: connect %s:%s: %s\n", addr, port, strerror(errno));
+		return 2;
+	}
+	freeaddrinfo(ai);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct timeval tv = { 60, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	printf("CONNECTED\n");
+	fflush(stdout);
+
+	uint64_t seq = 0, max_stall = 0, stall_at = 0, last_status = now_us();
+	char line[256];
+	while (!stop) {
+		unsigned char b[8];
+		seq++;
+		put_be64(b, seq);
+		uint64_t t0 = now_us();
+		if (write_full(fd, b, 8) != 0 || read_full(fd, b, 8) != 0) {
+			if (stop)
+				break;
+			printf("ERROR requests=%" PRIu64 " what=%s\n", seq - 1,
+			       errno == 0 ? "end-of-file" : strerror(errno));
+			snprintf(line, sizeof(line), "ERROR requests=%" PRIu64 "\n", seq - 1);
+			status(status_path, line);
+			return 1;
+		}
+		uint64_t t1 = now_us();
+		if (get_be64(b) != seq) {
+			printf("ERROR requests=%" PRIu64 " what=reply-%" PRIu64 "-to-%" PRIu64 "\n", seq - 1,
+			       get_be64(b), seq);
+			status(status_path, "ERROR\n");
+			return 1;
+		}
+		if (t1 - t0 > max_stall) {
+			max_stall = t1 - t0;
+			stall_at = seq;
+		}
+		if (t1 - last_status >= 100000) {
+			snprintf(line, sizeof(line), "RUNNING requests=%" PRIu64 " max_stall_us=%" PRIu64 "\n", seq,
+				 max_stall);
+			status(status_path, line);
+			last_status = t1;
+		}
+		if (interval_us > 0) {
+			struct timespec ts = { interval_us / 1000000, (interval_us % 1000000) * 1000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+	snprintf(line, sizeof(line), "OK requests=%" PRIu64 " max_stall_us=%" PRIu64 " stall_at=%" PRIu64 "\n", seq,
+		 max_stall, stall_at);
+	fputs(line, stdout);
+	status(status_path, line);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	const char *status_path = NULL;
+	if (argc >= 3 && strcmp(argv[argc - 2], "--status") == 0) {
+		status_path = argv[argc - 1];
+		argc -= 2;
+	}
+	if (argc >= 4 && strcmp(argv[1], "server") == 0)
+		return server(argv[2], argv[3]);
+	if (argc >= 4 && strcmp(argv[1], "client") == 0)
+		return client(argv[2], argv[3], argc >= 5 ? atol(argv[4]) : 1000, status_path);
+	fprintf(stderr, "usage: tcpseq server ADDR PORT | tcpseq client ADDR PORT [INTERVAL_US] [--status FILE]\n");
+	return 2;
+}
