@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging.Abstractions;
 using Migration.Engine.Network;
 using Migration.Engine.Processes;
@@ -107,12 +106,12 @@ public sealed class ServiceAddressTests
             await Ip("-n", host, "addr", "add", addr.ToString(), "dev", vh, "nodad");
 
             // One announcement, sent synchronously on a thread inside the host (an await would leave the namespace).
-            InNetns(host, () => NeighbourAnnouncer.AnnounceAsync(addr.Address, vh, count: 1).GetAwaiter().GetResult());
+            InNetns.Run(host, () => NeighbourAnnouncer.AnnounceAsync(addr.Address, vh, count: 1).GetAwaiter().GetResult());
 
             Assert.Equal(vh, AddressMover.InterfaceHolding(await Ip("-n", host, "-j", "addr", "show"), addr.Address));
             string neigh = await Ip("-n", client, "neigh", "show", addr.Address.ToString(), "dev", vc);
             Assert.Contains(hostMac, neigh, StringComparison.OrdinalIgnoreCase);
-            var missing = Assert.Throws<IOException>(() => InNetns(host, () => NeighbourAnnouncer.AnnounceAsync(addr.Address, "nosuch0", count: 1).GetAwaiter().GetResult()));
+            var missing = Assert.Throws<IOException>(() => InNetns.Run(host, () => NeighbourAnnouncer.AnnounceAsync(addr.Address, "nosuch0", count: 1).GetAwaiter().GetResult()));
             Assert.Contains("no interface nosuch0", missing.Message, StringComparison.Ordinal);
         }
         finally
@@ -159,44 +158,4 @@ public sealed class ServiceAddressTests
         var r = await Command.RunAsync("ip", args, TimeSpan.FromSeconds(10));
         return r.Succeeded ? r.Stdout : throw new InvalidOperationException(r.ToString());
     }
-
-    /// <summary>Runs <paramref name="work"/> on a thread of its own inside network namespace <paramref name="netns"/> (programs it starts inherit it).</summary>
-    private static T InNetns<T>(string netns, Func<T> work)
-    {
-        T result = default!;
-        Exception? error = null;
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                using var ns = File.OpenHandle($"/run/netns/{netns}");
-                if (Native.Libc.setns((int)ns.DangerousGetHandle(), Native.Libc.CLONE_NEWNET) != 0)
-                {
-                    throw new IOException($"setns {netns}: errno {Marshal.GetLastPInvokeError()}");
-                }
-
-                // Synchronously, on this thread: an await would go on on a thread outside the namespace.
-                SynchronizationContext.SetSynchronizationContext(null);
-                result = work();
-            }
-            catch (Exception ex)
-            {
-                error = ex;
-            }
-        });
-        thread.Start();
-        thread.Join();
-        if (error is not null)
-        {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(error).Throw();
-        }
-
-        return result;
-    }
-
-    private static void InNetns(string netns, Action work) => InNetns(netns, () =>
-    {
-        work();
-        return 0;
-    });
 }

@@ -2,19 +2,54 @@ namespace Migration.Integration.Tests.Hosts;
 
 /// <summary>
 /// Two hosts on this machine: network namespaces "source" and "target" joined by a veth pair, each with
-/// its own address. Names and subnet are unique per instance; everything is removed on dispose, also when
-/// creation failed half way.
+/// its own address. With a client (<see cref="CreateAsync(bool)"/>), three hosts on one switch instead: a bridge in a
+/// namespace of its own joins source, target and client, each with an IPv4 and an IPv6 address on the one link, as
+/// a service's clients would reach it. Names and subnet are unique per instance; everything is removed on dispose,
+/// also when creation failed half way.
 /// </summary>
 public sealed class TestHosts : IAsyncDisposable
 {
-    private TestHosts(string tag, int subnet)
+    private TestHosts(string tag, int subnet, bool withClient)
     {
         Source = $"mgs-{tag}";
         Target = $"mgt-{tag}";
         SourceAddress = $"10.213.{subnet}.1";
         TargetAddress = $"10.213.{subnet}.2";
+        SourceInterface = $"vs{tag}";
+        TargetInterface = $"vt{tag}";
+        if (withClient)
+        {
+            Client = $"mgc-{tag}";
+            Switch = $"mgb-{tag}";
+            ClientAddress = $"10.213.{subnet}.3";
+            ServiceAddress = $"10.213.{subnet}.100/24";
+            ServiceAddress6 = $"fd13:{subnet:x}::100/64";
+        }
+
+        _subnet = subnet;
         Root = Directory.CreateTempSubdirectory("migrate-test-").FullName;
     }
+
+    private readonly int _subnet;
+
+    /// <summary>The client host (three-host topology only).</summary>
+    public string? Client { get; }
+
+    /// <summary>The namespace holding the bridge that joins the three hosts (three-host topology only).</summary>
+    public string? Switch { get; }
+
+    public string? ClientAddress { get; }
+
+    /// <summary>A free address on the link for a service to move: on no host yet (three-host topology only).</summary>
+    public string? ServiceAddress { get; }
+
+    /// <summary>The same for IPv6.</summary>
+    public string? ServiceAddress6 { get; }
+
+    /// <summary>Each host's interface on the link.</summary>
+    public string SourceInterface { get; }
+
+    public string TargetInterface { get; }
 
     public string Source { get; }
 
@@ -31,13 +66,21 @@ public sealed class TestHosts : IAsyncDisposable
 
     public string TargetNetns { get; private set; } = "";
 
-    public static async Task<TestHosts> CreateAsync()
+    public static async Task<TestHosts> CreateAsync(bool withClient = false)
     {
         var tag = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(3)).ToLowerInvariant();
-        var hosts = new TestHosts(tag, Random.Shared.Next(1, 250));
+        var hosts = new TestHosts(tag, Random.Shared.Next(1, 250), withClient);
         try
         {
-            await hosts.SetUpAsync(tag);
+            if (withClient)
+            {
+                await hosts.SetUpSwitchedAsync(tag);
+            }
+            else
+            {
+                await hosts.SetUpAsync(tag);
+            }
+
             return hosts;
         }
         catch
@@ -67,6 +110,32 @@ public sealed class TestHosts : IAsyncDisposable
         TargetNetns = (await Run.CheckedAsync("nsenter", $"--net=/run/netns/{Target}", "readlink", "/proc/self/ns/net")).Trim();
     }
 
+    private async Task SetUpSwitchedAsync(string tag)
+    {
+        await Run.CheckedAsync("ip", "netns", "add", Switch!);
+        await Run.CheckedAsync("ip", "-n", Switch!, "link", "add", "name", "br0", "type", "bridge");
+        await Run.CheckedAsync("ip", "-n", Switch!, "link", "set", "br0", "up");
+        int host = 1;
+        foreach (var (ns, dev, address) in new[] { (Source, SourceInterface, SourceAddress), (Target, TargetInterface, TargetAddress), (Client!, $"vc{tag}", ClientAddress!) })
+        {
+            string port = $"b{host}{tag}";
+            await Run.CheckedAsync("ip", "netns", "add", ns);
+            await Run.CheckedAsync("ip", "link", "add", "name", dev, "type", "veth", "peer", "name", port);
+            await Run.CheckedAsync("ip", "link", "set", dev, "netns", ns);
+            await Run.CheckedAsync("ip", "link", "set", port, "netns", Switch!);
+            await Run.CheckedAsync("ip", "-n", Switch!, "link", "set", port, "master", "br0");
+            await Run.CheckedAsync("ip", "-n", Switch!, "link", "set", port, "up");
+            await Run.CheckedAsync("ip", "-n", ns, "addr", "add", $"{address}/24", "dev", dev);
+            await Run.CheckedAsync("ip", "-n", ns, "addr", "add", $"fd13:{_subnet:x}::{host}/64", "dev", dev, "nodad");
+            await Run.CheckedAsync("ip", "-n", ns, "link", "set", dev, "up");
+            await Run.CheckedAsync("ip", "-n", ns, "link", "set", "lo", "up");
+            host++;
+        }
+
+        SourceNetns = (await Run.CheckedAsync("nsenter", $"--net=/run/netns/{Source}", "readlink", "/proc/self/ns/net")).Trim();
+        TargetNetns = (await Run.CheckedAsync("nsenter", $"--net=/run/netns/{Target}", "readlink", "/proc/self/ns/net")).Trim();
+    }
+
     /// <summary>Writes a fresh random token file (mode 600) and returns its path.</summary>
     public string NewToken(string name = "token")
     {
@@ -82,7 +151,7 @@ public sealed class TestHosts : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         // Removing a namespace removes its end of the veth pair, and with it the peer.
-        foreach (var ns in new[] { Source, Target })
+        foreach (var ns in new[] { Source, Target, Client, Switch }.OfType<string>())
         {
             await Run.CommandAsync("ip", ["netns", "del", ns], TimeSpan.FromSeconds(30), "remove netns");
         }
