@@ -163,7 +163,8 @@ run_cell() { # run_cell PHASE FAULT -> prints a table row; returns 0 if the cell
   [ -z "$where" ] && where="NONE"
   # What was left: migration directories on the agent, CRIU lock tables, criu processes.
   local left=""
-  [ -n "$(find "$CELL/agent" -mindepth 1 -maxdepth 1 -type d ! -name '.*' 2>/dev/null)" ] && left+="agent-dirs "
+  # (a migration directory keeps CRIU's logs; its images and pages must be gone)
+  [ -n "$(find "$CELL/agent" -mindepth 2 -maxdepth 2 -type d \( -name images -o -name parent-images -o -name pages \) 2>/dev/null)" ] && left+="agent-data "
   for n in "$SRC" "$TGT"; do ip netns exec "$n" nft list tables 2>/dev/null | grep -q CRIU- && left+="nft($n) "; done
   pgrep -f "criu.*($CELL|lazy-pages)" >/dev/null && left+="criu-procs "
   [ -z "$left" ] && left=none

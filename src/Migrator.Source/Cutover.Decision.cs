@@ -1,4 +1,5 @@
 using Migration.Engine.Criu;
+using Migration.Engine.Network;
 using Migration.Engine.Processes;
 using Migration.PageServer.Transport;
 
@@ -48,9 +49,30 @@ internal sealed partial class Cutover
             committed = _time.GetTimestamp();
         }
 
+        await RemoveNetworkLockAsync().ConfigureAwait(false);
         var result = Result(dryRun: false, resumed: committed, end: committed, restore: _time.GetElapsedTime(_transferDone, _restoreDone));
         LogCommitted(Id, _targetPid, result.Frozen.TotalMilliseconds, result.Total.TotalMilliseconds, _bytesSent);
         return result;
+    }
+
+    /// <summary>
+    /// A dump that succeeded leaves CRIU's network lock on this host (its nftables table drops the tree's connections,
+    /// so that nothing here answers for them); once the target copy runs it is ours to remove. Best effort: a lock
+    /// left is logged with the command that removes it, and does not fail a migration that succeeded.
+    /// </summary>
+    private async Task RemoveNetworkLockAsync()
+    {
+        try
+        {
+            foreach (var table in await CriuNetworkLock.RemoveOfLogAsync(_dumpLog).ConfigureAwait(false))
+            {
+                LogLockRemoved(table);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or TimeoutException or System.ComponentModel.Win32Exception or UnauthorizedAccessException)
+        {
+            LogLockLeft(ex.Message);
+        }
     }
 
     /// <summary>The target holds nothing that may run: discard it there, and say where the workload is.</summary>

@@ -40,4 +40,10 @@ internal sealed partial class Cutover
 
     [LoggerMessage(EventId = 217, Level = LogLevel.Warning, Message = "source pid {Pid} still visible after SIGKILL and CRIU's answer; killed again (the target copy is committed)")]
     private partial void LogSourceStillDying(int pid);
+
+    [LoggerMessage(EventId = 225, Level = LogLevel.Information, Message = "CRIU's network lock on this host removed (nft table inet {Table})")]
+    private partial void LogLockRemoved(string table);
+
+    [LoggerMessage(EventId = 226, Level = LogLevel.Warning, Message = "CRIU's network lock may be left on this host: {Reason}; list it with 'nft list tables inet' and remove it with 'nft delete table inet CRIU-...'")]
+    private partial void LogLockLeft(string reason);
 }

@@ -47,6 +47,7 @@ internal sealed partial class Cutover
     private IReadOnlyList<int> _sourceTree = [];
     private IPageTransport? _pages;
     private CancellationTokenSource? _frozenCts;
+    private string _dumpLog = "";
 
     public Cutover(SourceMigration owner, CriuClient criu, IMigrationTarget target, SourceMigrationOptions options, ILogger logger, TimeProvider time,
         TargetMigration begun, TimeSpan beginTook, int pid, string work, string images, long started, IProgress<MigrationProgress>? progress)
@@ -186,6 +187,7 @@ internal sealed partial class Cutover
             LazyPages = _lazyFinal,
             PageServerConnection = _lazyFinal ? null : _pages?.TakeCriuConnection(),
         };
+        _dumpLog = Path.Combine(spec.WorkDir, spec.LogFile);
 
         try
         {

@@ -135,6 +135,8 @@ root.SetAction(async (parse, ct) =>
         await using var app = builder.Build();
         app.MapGrpcService<AgentService>();
 
+        // Before the first call: what an earlier run of the agent left (it was killed mid-migration) is removed.
+        app.Services.GetRequiredService<TargetAgent>().SweepLeftovers();
         await app.StartAsync(ct);
         Log.Information("migrate-agent {Version} listening on {Endpoint} (token key id {KeyId}), work directory {WorkDir}, criu {Criu}",
             TargetAgent.Version, endpoint.ToString(), credentials.KeyId, options.WorkRoot, app.Services.GetRequiredService<CriuOptions>().CriuPath);

@@ -42,6 +42,7 @@ public sealed class ColdMigrationTests(ITestOutputHelper output)
         Assert.False(Engine.Processes.ProcessTree.IsAlive(sourcePid), "the source copy must be gone");
         Assert.Equal(hosts.TargetNetns, NetNs.OfProcess(targetPid));
         Assert.Equal(targetPid, json.GetProperty("targetPid").GetInt32());
+        Assert.DoesNotContain("CRIU-", await NetNs.NftTablesAsync(hosts.Source), StringComparison.Ordinal);
 
         // Its memory pattern, open file and listening socket came along, and it keeps running.
         var after = await workload.StatusAsync(hosts.Target);

@@ -63,6 +63,10 @@ public sealed class PrecopyMigrationTests(ITestOutputHelper output)
         Assert.True(long.Parse(later["writes"], CultureInfo.InvariantCulture) > long.Parse(after["writes"], CultureInfo.InvariantCulture));
         Assert.True(long.Parse(after["writes"], CultureInfo.InvariantCulture) > long.Parse(before["writes"], CultureInfo.InvariantCulture));
 
+        // CRIU's network lock is gone from the source, and on the target CRIU removed its own.
+        Assert.DoesNotContain("CRIU-", await NetNs.NftTablesAsync(hosts.Source), StringComparison.Ordinal);
+        Assert.DoesNotContain("CRIU-", await NetNs.NftTablesAsync(hosts.Target), StringComparison.Ordinal);
+
         // The tracker left nothing in the restored process.
         var fds = Directory.EnumerateFileSystemEntries($"/proc/{targetPid}/fd").Select(f => new FileInfo(f).LinkTarget ?? "");
         Assert.DoesNotContain(fds, l => l.Contains("userfaultfd", StringComparison.Ordinal));

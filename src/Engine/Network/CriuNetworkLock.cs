@@ -54,6 +54,55 @@ public static class CriuNetworkLock
         return names;
     }
 
+    /// <summary>
+    /// The run ids CRIU logged ("CRIU run id = UUID", once per criu process of a request) in <paramref name="logText"/>:
+    /// the lock table of that request is <c>inet CRIU-</c> and a prefix of one of them (CRIU cuts the name to its
+    /// 32-byte buffer: 21 characters of the id).
+    /// </summary>
+    public static IReadOnlyList<string> RunIds(string logText)
+    {
+        const string marker = "CRIU run id = ";
+        var ids = new List<string>();
+        foreach (var line in logText.Split('\n'))
+        {
+            int at = line.IndexOf(marker, StringComparison.Ordinal);
+            if (at >= 0)
+            {
+                var id = line[(at + marker.Length)..].Trim();
+                if (id.Length >= 8 && id.All(c => char.IsAsciiHexDigit(c) || c == '-'))
+                {
+                    ids.Add(id);
+                }
+            }
+        }
+
+        return ids;
+    }
+
+    /// <summary>Of <paramref name="tables"/>, those that belong to one of the CRIU runs <paramref name="runIds"/>.</summary>
+    public static IReadOnlyList<string> OfRuns(IReadOnlyList<string> tables, IReadOnlyList<string> runIds) =>
+        tables.Where(t => t.Length > "CRIU-".Length + 7 && runIds.Any(id => id.StartsWith(t["CRIU-".Length..], StringComparison.Ordinal))).ToArray();
+
+    /// <summary>
+    /// Removes the lock tables of the CRIU runs that wrote <paramref name="logPath"/> (a dump's log), in this network
+    /// namespace; returns their names. Nothing else is touched: another migration's lock stays.
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> RemoveOfLogAsync(string logPath, CancellationToken ct = default)
+    {
+        if (!File.Exists(logPath))
+        {
+            return [];
+        }
+
+        var ours = OfRuns(await ListAsync(ct).ConfigureAwait(false), RunIds(await File.ReadAllTextAsync(logPath, ct).ConfigureAwait(false)));
+        foreach (var table in ours)
+        {
+            await RemoveAsync(table, ct).ConfigureAwait(false);
+        }
+
+        return ours;
+    }
+
     /// <summary>Removes table <c>inet NAME</c>; a table already gone is fine.</summary>
     public static async Task RemoveAsync(string name, CancellationToken ct = default)
     {

@@ -25,6 +25,52 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
 
     public static string Version => Engine.BuildInfo.Version;
 
+    /// <summary>What a migration directory holds besides CRIU's logs: images, parent images, the page store.</summary>
+    private static readonly string[] DataDirs = ["images", "parent-images", "pages"];
+
+    /// <summary>
+    /// At start, before serving: a migration directory left by an earlier run of this agent (killed, crashed) belongs
+    /// to no migration any more. No migration outlives the agent that held it: its source resumed or was told the
+    /// target failed, so its pages and images are removed and its CRIU logs kept for diagnosis. Returns how many.
+    /// A restored tree it may have left stopped is not touched: whether the source copy still exists is the source's
+    /// to say (it reports the pid to resume by hand).
+    /// </summary>
+    public int SweepLeftovers()
+    {
+        if (!Directory.Exists(options.WorkRoot))
+        {
+            return 0;
+        }
+
+        int swept = 0;
+        foreach (var dir in Directory.EnumerateDirectories(options.WorkRoot))
+        {
+            string name = Path.GetFileName(dir);
+            if (name.StartsWith('.'))
+            {
+                TryDelete(dir); // a preflight's scratch directory
+                continue;
+            }
+
+            var data = DataDirs.Select(d => Path.Combine(dir, d)).Where(Directory.Exists).ToArray();
+            if (data.Length == 0 || _migrations.ContainsKey(name))
+            {
+                continue;
+            }
+
+            long bytes = data.Sum(d => new DirectoryInfo(d).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length));
+            foreach (var d in data)
+            {
+                TryDelete(d);
+            }
+
+            LogSwept(name, bytes >> 20);
+            swept++;
+        }
+
+        return swept;
+    }
+
     public async Task<TargetPreflight> PreflightAsync(SourcePreflight request, CancellationToken ct)
     {
         var checks = new List<PreflightCheckResult>();
@@ -232,6 +278,9 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
 
     /// <summary>MemAvailable from /proc/meminfo, in bytes; 0 when it cannot be read (nothing is provisioned then).</summary>
     private static ulong MemAvailableBytes() => HostMemory.AvailableBytes();
+
+    [LoggerMessage(EventId = 404, Level = LogLevel.Warning, Message = "migration {Id} was left by an earlier run of this agent: its data ({Mib} MiB) removed, its logs kept")]
+    private partial void LogSwept(string id, long mib);
 
     [LoggerMessage(EventId = 402, Level = LogLevel.Warning, Message = "could not remove {Dir}: {Message}")]
     private partial void LogCleanupFailed(string dir, string message);

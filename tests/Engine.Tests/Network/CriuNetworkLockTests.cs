@@ -19,6 +19,21 @@ public sealed class CriuNetworkLockTests
         Assert.Empty(CriuNetworkLock.Parse(""));
     }
 
+    [Fact]
+    public void ALogsRunIdsNameItsTables_OthersStay()
+    {
+        const string log = """
+            (00.000000) CRIU run id = fe66378f-b498-496f-b201-ab30127be902
+            (00.000000) CRIU run id = ad9d721d-225c-485c-a9db-cba162d104aa
+            (00.071117) net: Lock network
+            (00.080000) CRIU run id = not-an-id; rm -rf
+            """;
+        var ids = CriuNetworkLock.RunIds(log);
+        Assert.Equal(["fe66378f-b498-496f-b201-ab30127be902", "ad9d721d-225c-485c-a9db-cba162d104aa"], ids);
+        // The name CRIU gave it (cut to its buffer), another migration's lock, and a name too short to trust.
+        Assert.Equal(["CRIU-ad9d721d-225c-485c-a9"], CriuNetworkLock.OfRuns(["CRIU-ad9d721d-225c-485c-a9", "CRIU-0123abcd-0000-0000-00", "CRIU-ad"], ids));
+    }
+
     [Theory]
     [InlineData("filter")]
     [InlineData("CRIU-x; flush ruleset")]

@@ -68,6 +68,10 @@ public static partial class NetNs
         }
     }
 
+    /// <summary>The nftables tables of namespace <paramref name="name"/> ("table inet CRIU-..." lines).</summary>
+    public static async Task<string> NftTablesAsync(string name) =>
+        await Run.CheckedAsync("nsenter", $"--net=/run/netns/{name}", "nft", "list", "tables");
+
     /// <summary>The network namespace of a process as the kernel names it ("net:[4026532...]"), or null when gone.</summary>
     public static string? OfProcess(int pid)
     {
