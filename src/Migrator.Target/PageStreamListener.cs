@@ -88,6 +88,7 @@ public sealed partial class PageStreamListener(
                 {
                     agent.FailPages(id, result.Error ?? "page stream failed");
                     (agent.Migrations.FirstOrDefault(m => m.Id == id)?.Pages as PageStoreAttachment)?.Fail(result.Error ?? "page stream failed");
+                    agent.AbandonIfReceiving(id, $"its page stream broke: {result.Error ?? "unknown error"}");
                 }
             }
         }

@@ -189,6 +189,42 @@ public sealed class FailurePathTests(ITestOutputHelper output)
         Assert.Equal(new[] { "agent-cert.pem" }, Directory.EnumerateFileSystemEntries(agent.WorkDir).Select(p => Path.GetFileName(p)).ToArray());
     }
 
+    /// <summary>
+    /// migrate is killed (SIGKILL) during pre-copy: the workload runs on, intact, and the target, whose page stream
+    /// broke, drops the migration's pages at once rather than holding them for a source that will never call again.
+    /// </summary>
+    [RequiresRootFact]
+    public async Task MigrateKilledDuringPrecopyLeavesTheWorkloadAndNoPagesOnTheTarget()
+    {
+        await using var hosts = await TestHosts.CreateAsync();
+        var token = hosts.NewToken();
+        await using var agent = await Agent.StartAsync(hosts, token);
+        await using var workload = await Workload.StartAsync(hosts, mib: 256, writeRate: 20);
+        int pid = workload.SinglePid();
+        var args = new List<string>(TestHosts.On(hosts.Source))
+        {
+            Binaries.Migrate, "--to", agent.Endpoint, "--token-file", token, "--work-dir", Path.Combine(hosts.Root, "source-work"),
+            "--log-dir", Path.Combine(hosts.Root, "source-logs"), pid.ToString(CultureInfo.InvariantCulture),
+        };
+        await using (var migrate = new BackgroundProcess("nsenter", args))
+        {
+            await migrate.WaitForOutputAsync("[precopy] iteration", TimeSpan.FromSeconds(60), "pre-copy");
+            var dirs = Directory.EnumerateDirectories(agent.WorkDir).Where(d => !Path.GetFileName(d).StartsWith('.')).ToArray();
+            Assert.True(Directory.Exists(Path.Combine(Assert.Single(dirs), "pages")), "the target holds the pre-copied pages");
+            Engine.Processes.ProcessTree.SignalAll([migrate.Pid], 9);
+            Assert.True(await migrate.WaitForExitAsync(TimeSpan.FromSeconds(20)));
+            output.WriteLine(migrate.Output);
+
+            for (var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20); Directory.Exists(Path.Combine(dirs[0], "pages")); await Task.Delay(100))
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"the target still holds the pages of a migration whose source died: {agent.Output}");
+            }
+        }
+
+        Assert.Contains("page stream broke", agent.Output, StringComparison.Ordinal);
+        await AssertStillRunsOnSourceAsync(hosts, workload, pid, maxGapMs: null);
+    }
+
     /// <summary>The original process is the one live copy, on the source, intact and making progress.</summary>
     private static async Task AssertStillRunsOnSourceAsync(TestHosts hosts, Workload workload, int pid, double? maxGapMs)
     {

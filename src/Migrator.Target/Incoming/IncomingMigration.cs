@@ -314,6 +314,7 @@ public sealed partial class IncomingMigration : IDisposable
             _lazy.DropStart();
             _lazy.Stop();
             DeleteImages();
+            Pages?.Dispose(); // the page store's files: nothing will read them (a stream still writing fails)
             return killed;
         }
     }

@@ -227,6 +227,19 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         }
     }
 
+    /// <summary>
+    /// The page stream of a migration that is still receiving broke: its source rolls back (nothing here can be
+    /// restored without those pages), and if the source died it will never say so. Aborted here and now, so that its
+    /// pages do not hold the disk until someone asks.
+    /// </summary>
+    public void AbandonIfReceiving(string id, string reason)
+    {
+        if (_migrations.TryGetValue(id, out var m) && m.State == IncomingState.Receiving)
+        {
+            m.Abort(reason);
+        }
+    }
+
     private ulong FreeBytes()
     {
         var info = new DriveInfo(options.WorkRoot);

@@ -205,6 +205,14 @@ public sealed partial class PageStore : IPageSink, IPageSource, IDisposable
 
             _provisioner.Drop(report: false);
             _targets.Clear();
+            try
+            {
+                Directory.Delete(_directory); // only if empty: files the store does not own stay, and so does it
+            }
+            catch (IOException)
+            {
+                // Not empty, or gone already.
+            }
         }
     }
 
