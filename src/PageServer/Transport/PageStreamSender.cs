@@ -59,11 +59,29 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
     private int _roundsAcked;
     private volatile string? _failure;
 
-    public PageStreamSender(Stream connection, string migrationId, PageFrameWriterOptions? options = null, TimeProvider? time = null)
+    /// <summary>How long the target may take no byte and acknowledge no round while the sender waits on it.</summary>
+    public static readonly TimeSpan DefaultStallTimeout = TimeSpan.FromSeconds(30);
+
+    private readonly TimeSpan _stallTimeout;
+    private readonly ITimer _watchdog;
+    private long _lastProgress;
+    private int _writing;
+
+    /// <param name="stallTimeout">
+    /// A target that, while the sender waits on it (a write in flight, a round not yet acknowledged), takes no byte
+    /// and acknowledges nothing for this long fails the stream: it is stalled (stopped, hung) or unreachable with the
+    /// connection still up, which TCP alone reports only after many minutes. Default <see cref="DefaultStallTimeout"/>.
+    /// </param>
+    public PageStreamSender(Stream connection, string migrationId, PageFrameWriterOptions? options = null, TimeProvider? time = null,
+        TimeSpan? stallTimeout = null)
     {
         _connection = connection;
         _time = time ?? TimeProvider.System;
         _started = _time.GetTimestamp();
+        _stallTimeout = stallTimeout ?? DefaultStallTimeout;
+        _lastProgress = _started;
+        var period = TimeSpan.FromTicks(Math.Clamp(_stallTimeout.Ticks / 4, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
+        _watchdog = _time.CreateTimer(_ => CheckStall(), null, period, period);
         _writer = new PageFrameWriter(_pipe.Writer, options);
         _writer.WriteHello(migrationId);
         _inline = options?.DisableCompression == true;
@@ -108,6 +126,7 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
 
     public async ValueTask CompleteRoundAsync(CancellationToken ct)
     {
+        Progressed(); // the wait for this round's acknowledgement starts now
         ulong round = ++_round;
         var ack = _acks.GetOrAdd(round, _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
         await EnqueueAsync(new Work(WorkKind.RoundEnd, default, 0, 0, 0, null, 0, round), ct).ConfigureAwait(false);
@@ -291,12 +310,17 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
             while (true)
             {
                 var result = await reader.ReadAsync(_stop.Token).ConfigureAwait(false);
+                Progressed();
+                Volatile.Write(ref _writing, 1);
                 foreach (var segment in result.Buffer)
                 {
                     await _connection.WriteAsync(segment, _stop.Token).ConfigureAwait(false);
+                    Progressed();
                 }
 
                 await _connection.FlushAsync(_stop.Token).ConfigureAwait(false);
+                Volatile.Write(ref _writing, 0);
+                Progressed();
                 reader.AdvanceTo(result.Buffer.End);
                 if (result.IsCompleted)
                 {
@@ -341,6 +365,7 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
                         switch (frame.Kind)
                         {
                             case PageFrameKind.RoundAck:
+                                Progressed();
                                 _acks.GetOrAdd(frame.RoundId, _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
                                 break;
                             case PageFrameKind.Error:
@@ -395,6 +420,19 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
         }
     }
 
+    private void Progressed() => Volatile.Write(ref _lastProgress, _time.GetTimestamp());
+
+    /// <summary>The watchdog: fails the stream when the sender has waited on the target for the stall timeout.</summary>
+    private void CheckStall()
+    {
+        bool waiting = Volatile.Read(ref _writing) == 1 || Volatile.Read(ref _round) > (ulong)Volatile.Read(ref _roundsAcked);
+        if (_failure is null && waiting && _time.GetElapsedTime(Volatile.Read(ref _lastProgress)) >= _stallTimeout)
+        {
+            Fail($"the target took no byte of the page stream and acknowledged no round for {_stallTimeout.TotalSeconds:0.#} s: " +
+                "it is stalled (stopped or hung) or unreachable");
+        }
+    }
+
     private void ThrowIfFailed()
     {
         if (_failure is { } f)
@@ -405,6 +443,7 @@ public sealed class PageStreamSender : IPageSink, IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await _watchdog.DisposeAsync().ConfigureAwait(false);
         _queue.Writer.TryComplete();
         _stop.Cancel();
         await _connection.DisposeAsync().ConfigureAwait(false);

@@ -58,6 +58,35 @@ public sealed class PageStreamSenderTests : IDisposable
         Assert.Equal(0, store.ReadPages(Pid1, Base + (1000UL * PageFacts.PageSize), 5, dest)); // lazy: marked, no data
     }
 
+    /// <summary>
+    /// A target that is there but takes nothing (stopped: its socket stays open, its buffers fill): the sender fails
+    /// the stream after the stall timeout, with a reason, whether it waits on a write or on a round's acknowledgement.
+    /// A sender with nothing outstanding is never failed, however long it is idle.
+    /// </summary>
+    [Theory]
+    [InlineData(64)] // fits the socket buffers: the wait is for the acknowledgement
+    [InlineData(16384)] // 64 MiB does not: the wait is on a write
+    public async Task TargetThatTakesNothing_FailsTheStreamAfterTheStallTimeout(int pages)
+    {
+        var (a, b) = Engine.Native.SocketPair.Connected();
+        using var stalled = b; // never read, never closed until the end
+        await using var sender = new PageStreamSender(new NetworkStream(a, ownsSocket: true), "m-9", new PageFrameWriterOptions(disableCompression: true),
+            stallTimeout: TimeSpan.FromMilliseconds(400));
+        await Task.Delay(800); // idle, nothing outstanding: no failure
+        await sender.OpenAsync(Pid1, CancellationToken.None);
+        var run = PageData.Make(Base, pages, 7);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var failed = await Assert.ThrowsAsync<IOException>(async () =>
+        {
+            await sender.WritePagesAsync(Pid1, Base, (uint)pages, PagemapFlags.Present, new ReadOnlySequence<byte>(run), CancellationToken.None);
+            await sender.CompleteRoundAsync(CancellationToken.None);
+        }).WaitAsync(Limit);
+
+        Assert.Contains("stalled", failed.Message, StringComparison.Ordinal);
+        Assert.InRange(clock.Elapsed, TimeSpan.FromMilliseconds(300), TimeSpan.FromSeconds(20));
+    }
+
     private const ulong Base = 0x7f0000000000;
     private static readonly PageTarget Pid1 = new(1, PageImageType.Pid);
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
