@@ -46,7 +46,7 @@ public sealed partial class SourceMigration(
             var tasks = options.Mode == "cold" ? ProcessTree.TaskMemory(pid, MaxTaskHints) : [];
             long beginAt = time.GetTimestamp();
             var begun = await CallAsync(MigrationPhase.Begin, WorkloadOutcome.Untouched,
-                c => target.BeginAsync(pid, EstimateBytes(pid), options.Mode, tasks, c), ct).ConfigureAwait(false);
+                c => target.BeginAsync(pid, EstimateBytes(pid), options.Mode, tasks, options.Criu, c), ct).ConfigureAwait(false);
             var beginTook = time.GetElapsedTime(beginAt);
             LogBegun(begun.Id, begun.ProvisionedBytes >> 20, beginTook.TotalMilliseconds);
             var cutover = new Cutover(this, criu, target, options, _logger, time, begun, beginTook, pid, work, images, started, progress);
@@ -149,7 +149,7 @@ public sealed partial class SourceMigration(
 
     /// <summary>
     /// Lists the tree's sockets and refuses, before anything is frozen, what the dump would fail on or what would break
-    /// silently: connected TCP sockets without <see cref="SourceMigrationOptions.TcpEstablished"/> (CRIU refuses them
+    /// silently: connected TCP sockets without --tcp-established (CRIU refuses them
     /// after the freeze), and loopback connections to a process outside the tree (its end stays behind).
     /// </summary>
     private void CheckSockets(IReadOnlyList<int> tree, IProgress<MigrationProgress>? progress)
@@ -161,7 +161,7 @@ public sealed partial class SourceMigration(
         }
 
         var connected = sockets.Where(s => s.IsConnectedTcp).ToArray();
-        if (connected.Length > 0 && !options.TcpEstablished)
+        if (connected.Length > 0 && !options.Criu.TcpEstablished)
         {
             throw new MigrationException(MigrationPhase.Preflight, WorkloadOutcome.Untouched,
                 $"the tree holds {connected.Length} TCP connection(s) ({Name(connected)}): CRIU dumps them only with --tcp-established " +
@@ -177,7 +177,7 @@ public sealed partial class SourceMigration(
         }
 
         var unixOutside = sockets.Where(s => s.HasOutsideUnixPeer).ToArray();
-        if (unixOutside.Length > 0 && !options.ExtUnixSk)
+        if (unixOutside.Length > 0 && !options.Criu.ExtUnixSk)
         {
             throw new MigrationException(MigrationPhase.Preflight, WorkloadOutcome.Untouched,
                 $"the tree holds {unixOutside.Length} unix socket(s) connected to a process outside it ({Name(unixOutside)}): CRIU dumps " +

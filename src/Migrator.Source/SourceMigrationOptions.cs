@@ -11,14 +11,8 @@ public sealed record SourceMigrationOptions
     /// <summary>Keep the staging directory (images and CRIU logs) after the migration; logs are kept regardless.</summary>
     public bool KeepImages { get; init; }
 
-    /// <summary>Dump established TCP connections (repair mode, nftables network lock).</summary>
-    public bool TcpEstablished { get; init; }
-
-    public bool ShellJob { get; init; }
-
-    public bool FileLocks { get; init; }
-
-    public bool ExtUnixSk { get; init; }
+    /// <summary>The user's CRIU options: applied to the dump here and, sent in Begin, to the restore on the target.</summary>
+    public Engine.Criu.CriuFlags Criu { get; init; } = Engine.Criu.CriuFlags.None;
 
     /// <summary>"precopy" (default): iterative pre-copy with dirty tracking, then a short freeze; "cold": freeze, dump, transfer, restore.</summary>
     public string Mode { get; init; } = "precopy";

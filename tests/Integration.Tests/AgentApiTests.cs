@@ -245,6 +245,22 @@ public sealed class AgentApiTests : IAsyncLifetime
         Assert.NotEmpty(await BeginAsync());
     }
 
+    /// <summary>The CRIU options travel by name; a name the agent does not know is refused before anything is begun.</summary>
+    [RequiresRootFact]
+    public async Task BeginWithAnUnknownCriuOptionIsRefused()
+    {
+        var request = new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 1 << 20, Mode = "cold" };
+        request.CriuFlags.AddRange(["tcp-established", "leave-running"]);
+        var refused = await Assert.ThrowsAsync<RpcException>(() => BeginAsync(request));
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+        Assert.Contains("'leave-running'", refused.Status.Detail, StringComparison.Ordinal);
+        Assert.DoesNotContain(Directory.EnumerateDirectories(Path.Combine(_root, "agent-work")), d => !Path.GetFileName(d).StartsWith('.'));
+
+        var known = new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 1 << 20, Mode = "cold" };
+        known.CriuFlags.AddRange(Engine.Criu.CriuFlags.All.Select(f => f.Name));
+        Assert.NotEmpty((await BeginAsync(known)).MigrationId);
+    }
+
     private async Task<string> BeginAsync() =>
         (await BeginAsync(new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 1 << 20, Mode = "cold" })).MigrationId;
 

@@ -76,9 +76,7 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
         opts.Pid = spec.Pid;
         opts.NotifyScripts = true;
         opts.LeaveRunning = spec.LeaveRunning;
-        opts.ShellJob = spec.ShellJob;
-        opts.FileLocks = spec.FileLocks;
-        opts.ExtUnixSk = spec.ExtUnixSk;
+        spec.Flags.ApplyTo(opts);
         if (spec.LeaveStopped)
         {
             opts.LeaveStopped = true;
@@ -87,10 +85,6 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
         // Always: CRIU also locks the network for sockets in transient states (a connection closing as the dump
         // starts), and its default method (iptables) is not what this host has.
         opts.NetworkLock = spec.NetworkLock;
-        if (spec.TcpEstablished)
-        {
-            opts.TcpEstablished = true;
-        }
 
         if (spec.PageServerAddress is not null && spec.PageServerConnection is not null)
         {
@@ -176,9 +170,7 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
         using var work = OwnedFd.OpenDirectory(spec.WorkDir);
         var opts = BaseOpts(images, work, spec.LogFile);
         opts.NotifyScripts = onNotify is not null;
-        opts.ShellJob = spec.ShellJob;
-        opts.FileLocks = spec.FileLocks;
-        opts.ExtUnixSk = spec.ExtUnixSk;
+        spec.Flags.ApplyTo(opts);
         if (spec.LeaveStopped)
         {
             opts.LeaveStopped = true;
@@ -190,10 +182,6 @@ public sealed partial class CriuClient(CriuOptions options, ILogger<CriuClient> 
         }
 
         opts.NetworkLock = spec.NetworkLock; // as for the dump: whatever CRIU locked, it unlocks the same way
-        if (spec.TcpEstablished)
-        {
-            opts.TcpEstablished = true;
-        }
 
         var req = new CriuReq { Type = CriuReqType.Restore, Opts = opts };
         LogRestoreStarting(spec.ImagesDir);

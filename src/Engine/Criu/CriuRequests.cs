@@ -8,11 +8,8 @@ public sealed record DumpSpec
     public required string WorkDir { get; init; }
     public string LogFile { get; init; } = "dump.log";
 
-    /// <summary>Established TCP connections are dumped in repair mode (needs a network lock).</summary>
-    public bool TcpEstablished { get; init; }
-    public bool FileLocks { get; init; }
-    public bool ShellJob { get; init; }
-    public bool ExtUnixSk { get; init; }
+    /// <summary>The user's CRIU options (the same set the restore on the target gets).</summary>
+    public CriuFlags Flags { get; init; } = CriuFlags.None;
 
     /// <summary>Keep the tree running after the dump (pre-dump style); false kills it when post-dump is acknowledged.</summary>
     public bool LeaveRunning { get; init; }
@@ -49,10 +46,9 @@ public sealed record RestoreSpec
     public required string ImagesDir { get; init; }
     public required string WorkDir { get; init; }
     public string LogFile { get; init; } = "restore.log";
-    public bool TcpEstablished { get; init; }
-    public bool FileLocks { get; init; }
-    public bool ShellJob { get; init; }
-    public bool ExtUnixSk { get; init; }
+
+    /// <summary>The user's CRIU options, as the source's dump had them.</summary>
+    public CriuFlags Flags { get; init; } = CriuFlags.None;
 
     /// <summary>Tasks stay stopped after restore until the migration commits (they are then sent SIGCONT).</summary>
     public bool LeaveStopped { get; init; } = true;

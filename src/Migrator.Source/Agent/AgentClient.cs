@@ -40,9 +40,11 @@ public sealed class AgentClient(AgentChannel channel, TimeSpan callTimeout) : IM
             reply.FreeBytes, reply.Checks.Select(c => new PreflightCheckResult(c.Name, c.Ok, c.Detail)).ToArray());
     }
 
-    public async Task<TargetMigration> BeginAsync(int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<Migration.Engine.Processes.TaskMemory> tasks, CancellationToken ct)
+    public async Task<TargetMigration> BeginAsync(int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<Migration.Engine.Processes.TaskMemory> tasks,
+        Migration.Engine.Criu.CriuFlags criu, CancellationToken ct)
     {
         var request = new BeginRequest { SourceHost = Environment.MachineName, SourcePid = sourcePid, BytesExpected = bytesExpected, Mode = mode };
+        request.CriuFlags.AddRange(criu.Names);
         request.Tasks.AddRange(tasks.Select(t => new Migration.Control.V1.TaskMemory { Pid = (uint)t.Pid, Bytes = t.Bytes }));
         var reply = await channel.CallAsync("Begin", (c, o) => c.BeginAsync(request, o), callTimeout, ct).ConfigureAwait(false);
         if (reply.PagePort > 65535)

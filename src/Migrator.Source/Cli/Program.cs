@@ -26,8 +26,9 @@ var json = new Option<bool>("--json") { Description = "Print the result as one J
 var workDir = new Option<string>("--work-dir") { Description = "Staging directory for the dump (removed afterwards; CRIU logs kept)", DefaultValueFactory = _ => "/var/lib/migrate/source" };
 var logDir = new Option<string>("--log-dir") { Description = "Directory for this command's log file", DefaultValueFactory = _ => "/var/log/migrate" };
 var keepImages = new Option<bool>("--keep-images") { Description = "Keep the staged images after the migration (for debugging)" };
-var tcpEstablished = new Option<bool>("--tcp-established") { Description = "Migrate established TCP connections (CRIU repair mode, nftables network lock)" };
-var shellJob = new Option<bool>("--shell-job") { Description = "The tree is a job of a shell (its session/group lead is outside the tree)" };
+// The CRIU options a user may set, one flag each, from their one table (CriuFlags.All): the dump here and the
+// restore on the target both get them.
+var criuFlags = CriuFlags.All.Select(f => (f.Name, Option: new Option<bool>("--" + f.Name) { Description = $"CRIU: {f.Help} (dump and restore)" })).ToArray();
 var timeout = new Option<int>("--timeout") { Description = "Seconds the target gets to receive and restore while the workload is frozen; past it the source resumes", DefaultValueFactory = _ => 600 };
 var compress = new Option<string>("--compress") { Description = "LZ4 on the page stream: auto (on unless the target is on loopback, where the link is not the bottleneck), always, never. Zero pages are elided always", DefaultValueFactory = _ => "auto" };
 compress.AcceptOnlyFromAmong("auto", "always", "never");
@@ -46,8 +47,12 @@ var root = new RootCommand("""
     2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy.
     """)
 {
-    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, json, workDir, logDir, keepImages, tcpEstablished, shellJob, timeout, compress, dryRun, verbose, pidArg,
+    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, json, workDir, logDir, keepImages, timeout, compress, dryRun, verbose, pidArg,
 };
+foreach (var (_, option) in criuFlags)
+{
+    root.Options.Add(option);
+}
 
 root.SetAction(async (parse, ct) =>
 {
@@ -97,8 +102,7 @@ root.SetAction(async (parse, ct) =>
         {
             WorkRoot = parse.GetValue(workDir)!,
             KeepImages = parse.GetValue(keepImages),
-            TcpEstablished = parse.GetValue(tcpEstablished),
-            ShellJob = parse.GetValue(shellJob),
+            Criu = CriuFlags.FromNames(criuFlags.Where(f => parse.GetValue(f.Option)).Select(f => f.Name)),
             Mode = parse.GetValue(mode)!,
             FinalDump = parse.GetValue(finalDump)!,
             LazyRestore = parse.GetValue(restorePages) == "lazy",

@@ -67,7 +67,17 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
             tasks.Add(new TaskMemory((int)t.Pid, t.Bytes));
         }
 
-        var m = agent.Begin(Clip(req.SourceHost), req.SourcePid, req.BytesExpected, req.Mode, tasks);
+        CriuFlags flags;
+        try
+        {
+            flags = CriuFlags.FromNames(req.CriuFlags);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new TargetRequestException(TargetError.InvalidArgument, ex.Message);
+        }
+
+        var m = agent.Begin(Clip(req.SourceHost), req.SourcePid, req.BytesExpected, req.Mode, tasks, flags);
         LogBegin(m.Id, ctx.Peer);
         return Task.FromResult(new BeginReply
         {

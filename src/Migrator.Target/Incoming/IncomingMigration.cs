@@ -103,6 +103,9 @@ public sealed partial class IncomingMigration : IDisposable
     }
 
     /// <summary>Where the parent image (pre-copied pages in address order) goes: beside the images directory.</summary>
+    /// <summary>The user's CRIU options the source's dump used: the restore applies the same.</summary>
+    public CriuFlags Criu { get; init; } = CriuFlags.None;
+
     public string ParentImagesDir => Path.Combine(WorkDir, "parent-images");
 
     /// <summary>Pre-copy is over: write the pages held so far as a parent image, while the workload still runs.</summary>

@@ -136,7 +136,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
     /// available, half the usable disk and <see cref="TargetOptions.ProvisionTimeLimit"/>: the source waits for this
     /// answer before it freezes anything.
     /// </summary>
-    public IncomingMigration Begin(string sourceHost, int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<TaskMemory> tasks)
+    public IncomingMigration Begin(string sourceHost, int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<TaskMemory> tasks, CriuFlags? criu = null)
     {
         int active = _migrations.Values.Count(m => m.State is IncomingState.Receiving or IncomingState.Restoring);
         if (active >= options.MaxConcurrentMigrations)
@@ -154,7 +154,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         var id = $"{DateTime.UtcNow:yyyyMMddHHmmss}-{Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4)).ToLowerInvariant()}";
         var dir = Path.Combine(options.WorkRoot, id);
         Directory.CreateDirectory(dir);
-        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>());
+        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>()) { Criu = criu ?? CriuFlags.None };
         if (pagesFactory is not null)
         {
             m.Pages = pagesFactory(Path.Combine(dir, "pages"), usable);
@@ -205,7 +205,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
             throw new TargetRequestException(TargetError.InvalidArgument, "a lazy restore needs streamed pages (the store composes its images)");
         }
 
-        var spec = new RestoreSpec { ImagesDir = m.ImagesDir, WorkDir = m.WorkDir, LeaveStopped = true, LazyPages = lazyPages };
+        var spec = new RestoreSpec { ImagesDir = m.ImagesDir, WorkDir = m.WorkDir, LeaveStopped = true, LazyPages = lazyPages, Flags = m.Criu };
         try
         {
             return await m.RestoreAsync(criu, spec, ct).ConfigureAwait(false);
