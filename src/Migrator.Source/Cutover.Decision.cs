@@ -86,6 +86,11 @@ internal sealed partial class Cutover
         }
 
         await _owner.AbortTargetAsync(Id, reason).ConfigureAwait(false);
+        if (sourceAlive)
+        {
+            // After the target let go of them (its abort takes them down there).
+            await _owner.Addresses.BringBackAsync().ConfigureAwait(false);
+        }
 
         var phase = dumpFailure is CriuNotifyHandlerException ? (_transferDone == 0 ? MigrationPhase.Transfer : MigrationPhase.Restore) : MigrationPhase.Dump;
         var outcome = sourceAlive ? WorkloadOutcome.ResumedOnSource : WorkloadOutcome.OnTargetUnconfirmed;

@@ -241,6 +241,14 @@ internal sealed partial class Cutover
             return;
         }
 
+        if (_owner.Addresses.Any)
+        {
+            // The tree is frozen and its connections locked: nothing here answers for the address while it moves, and
+            // the target brings it up before its restore binds to it. A rollback puts it back (RollBackAsync).
+            await _owner.Addresses.TakeDownAsync(frozen).ConfigureAwait(false);
+            _progress?.Report(new MigrationProgress(MigrationPhase.Restore, $"service address {string.Join(", ", _options.MoveAddresses)} off this host"));
+        }
+
         _progress?.Report(new MigrationProgress(MigrationPhase.Restore, "restoring on target"));
         _targetPid = await _target.RestoreAsync(Id, _manifest, _pages is not null, _lazyFinal && _options.LazyRestore, frozen).ConfigureAwait(false);
         _restoreDone = _time.GetTimestamp();

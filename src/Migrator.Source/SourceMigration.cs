@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Migration.Engine.Contract;
 using Migration.Engine.Criu;
 using Migration.Engine.Images;
+using Migration.Engine.Network;
 using Migration.Engine.Processes;
 using Migration.PageServer.Transport;
 using Migration.Source.Agent;
@@ -46,7 +47,7 @@ public sealed partial class SourceMigration(
             var tasks = options.Mode == "cold" ? ProcessTree.TaskMemory(pid, MaxTaskHints) : [];
             long beginAt = time.GetTimestamp();
             var begun = await CallAsync(MigrationPhase.Begin, WorkloadOutcome.Untouched,
-                c => target.BeginAsync(pid, EstimateBytes(pid), options.Mode, tasks, options.Criu, c), ct).ConfigureAwait(false);
+                c => target.BeginAsync(pid, EstimateBytes(pid), options.Mode, tasks, options.Criu, options.MoveAddresses, c), ct).ConfigureAwait(false);
             var beginTook = time.GetElapsedTime(beginAt);
             LogBegun(begun.Id, begun.ProvisionedBytes >> 20, beginTook.TotalMilliseconds);
             var cutover = new Cutover(this, criu, target, options, _logger, time, begun, beginTook, pid, work, images, started, progress);
@@ -58,11 +59,17 @@ public sealed partial class SourceMigration(
         }
     }
 
+    private ServiceAddresses? _addresses;
+
+    /// <summary>The service addresses that move with the tree (one set per migration).</summary>
+    internal ServiceAddresses Addresses => _addresses ??= new ServiceAddresses(options.MoveAddresses, new AddressMover(_logger, options.AddressHook), _logger);
+
     private async Task PreflightAsync(int pid, string work, IProgress<MigrationProgress>? progress, CancellationToken ct)
     {
         progress?.Report(new MigrationProgress(MigrationPhase.Preflight, "checking source and target"));
         var tree = ProcessTree.Enumerate(pid);
         CheckSockets(tree, progress);
+        await Addresses.CheckAsync(ct).ConfigureAwait(false);
         WarnOfOutsidePipes(tree, progress);
         CriuVersionInfo version;
         byte[] cpuinfo;

@@ -14,6 +14,12 @@ public sealed record SourceMigrationOptions
     /// <summary>The user's CRIU options: applied to the dump here and, sent in Begin, to the restore on the target.</summary>
     public Engine.Criu.CriuFlags Criu { get; init; } = Engine.Criu.CriuFlags.None;
 
+    /// <summary>Service addresses that move with the tree (<c>--move-address</c>): off this host while frozen, up on the target before the restore.</summary>
+    public IReadOnlyList<Engine.Network.ServiceAddress> MoveAddresses { get; init; } = [];
+
+    /// <summary>An operator's program that moves the addresses instead of iproute2 (<c>--address-hook</c>): run as HOOK down|up ADDR/PREFIX IFACE.</summary>
+    public string? AddressHook { get; init; }
+
     /// <summary>"precopy" (default): iterative pre-copy with dirty tracking, then a short freeze; "cold": freeze, dump, transfer, restore.</summary>
     public string Mode { get; init; } = "precopy";
 

@@ -22,12 +22,14 @@ var pagePort = new Option<int>("--page-port") { Description = "Port for page str
 var fsyncPages = new Option<bool>("--fsync-pages") { Description = "Acknowledge page rounds only once on disk (fsync); by default once written out of the agent's memory, which is all a migration needs" };
 var reserveMib = new Option<int>("--reserve-mib") { Description = "Free disk space (MiB) never used for images", DefaultValueFactory = _ => 256 };
 var provisionMib = new Option<int>("--provision-mib") { Description = "Cold migrations: at most this many MiB of room (page cache and disk) made for the pages before the source freezes, so that storing them while the workload is frozen is faster; also bounded by half the available memory, half the usable disk and 10 s. 0: off", DefaultValueFactory = _ => 4096 };
+var serviceInterface = new Option<string>("--service-interface") { Description = "Interface that service addresses moved here (migrate --move-address) come up on; default: the interface holding the --listen address" };
+var addressHook = new Option<string>("--address-hook") { Description = "Program that brings a service address up or down instead of ip addr (a cloud VIP, a route, BGP): run as PROGRAM up|down ADDR/PREFIX IFACE, 10 s at most, exit 0 for success" };
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging" };
 var faults = new Option<string[]>("--inject-fault") { Description = $"Test only: fault points to hit ({string.Join(", ", Faults.All)})", Hidden = true, AllowMultipleArgumentsPerToken = false };
 
 var root = new RootCommand("migrate-agent: the target side of live process migration. Receives images from `migrate`, restores them with CRIU, and resumes the restored tree only when the source confirms its copy is gone.")
 {
-    listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, verbose, faults,
+    listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, serviceInterface, addressHook, verbose, faults,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -76,7 +78,21 @@ root.SetAction(async (parse, ct) =>
             ReserveBytes = (ulong)Math.Max(0, parse.GetValue(reserveMib)) << 20,
             ProvisionMaxBytes = (ulong)Math.Max(0, parse.GetValue(provisionMib)) << 20,
             Faults = new HashSet<string>(parse.GetValue(faults) ?? []),
+            ServiceInterface = parse.GetValue(serviceInterface) ?? (IPAddress.TryParse(endpoint.Host, out var listenIp)
+                ? await Migration.Engine.Network.AddressMover.InterfaceHoldingAsync(listenIp, ct) : null),
+            AddressHook = parse.GetValue(addressHook),
         };
+        if (options.AddressHook is { } hookPath && !File.Exists(hookPath))
+        {
+            Console.Error.WriteLine($"migrate-agent: --address-hook {hookPath} does not exist");
+            return 2;
+        }
+
+        if (parse.GetValue(serviceInterface) is { } named && !Migration.Engine.Network.AddressMover.InterfaceExists(named))
+        {
+            Console.Error.WriteLine($"migrate-agent: --service-interface {named}: no such interface on this host");
+            return 2;
+        }
         Directory.CreateDirectory(options.WorkRoot);
         // The agent's certificate is public: standard TLS clients (grpcurl, grpcio) take it as their trust
         // anchor, and authenticate themselves with the token-derived key (TokenCredentials.ExportPem).
@@ -137,6 +153,12 @@ root.SetAction(async (parse, ct) =>
 
         // Before the first call: what an earlier run of the agent left (it was killed mid-migration) is removed.
         app.Services.GetRequiredService<TargetAgent>().SweepLeftovers();
+        foreach (var stale in await AddressLock.ListAsync(ct))
+        {
+            await AddressLock.UnlockAsync(stale, ct); // a killed agent's lock on a service address: nothing restores behind it now
+            Log.Warning("removed the address lock {Lock} an earlier run of the agent left", stale);
+        }
+
         await app.StartAsync(ct);
         Log.Information("migrate-agent {Version} listening on {Endpoint} (token key id {KeyId}), work directory {WorkDir}, criu {Criu}",
             TargetAgent.Version, endpoint.ToString(), credentials.KeyId, options.WorkRoot, app.Services.GetRequiredService<CriuOptions>().CriuPath);

@@ -128,9 +128,12 @@ public sealed partial class AddressMover(ILogger logger, string? hook = null, Ti
         LogDown(address.ToString(), interfaceName, r.Took.TotalMilliseconds);
     }
 
-    /// <summary>Brings <paramref name="address"/> up on <paramref name="interfaceName"/> and tells the neighbours.</summary>
+    /// <summary>
+    /// Brings <paramref name="address"/> up on <paramref name="interfaceName"/> and, with <paramref name="announce"/>,
+    /// tells the neighbours (else <see cref="AnnounceAsync"/> does, once something answers on it).
+    /// </summary>
     /// <exception cref="IOException">It could not: the message says what the tool or the hook said.</exception>
-    public async Task UpAsync(ServiceAddress address, string interfaceName, CancellationToken ct = default)
+    public async Task UpAsync(ServiceAddress address, string interfaceName, CancellationToken ct = default, bool announce = true)
     {
         if (hook is not null)
         {
@@ -150,6 +153,21 @@ public sealed partial class AddressMover(ILogger logger, string? hook = null, Ti
             throw new IOException($"cannot bring {address} up on {interfaceName}: {r}");
         }
 
+        LogUp(address.ToString(), interfaceName, r.Took.TotalMilliseconds);
+        if (announce)
+        {
+            await AnnounceAsync(address, interfaceName, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Tells the neighbours <paramref name="address"/> is here now (nothing with a hook: the hook's business). Never throws but for cancellation.</summary>
+    public async Task AnnounceAsync(ServiceAddress address, string interfaceName, CancellationToken ct = default)
+    {
+        if (hook is not null)
+        {
+            return;
+        }
+
         try
         {
             await NeighbourAnnouncer.AnnounceAsync(address.Address, interfaceName, ct: ct).ConfigureAwait(false);
@@ -159,8 +177,6 @@ public sealed partial class AddressMover(ILogger logger, string? hook = null, Ti
             // The address is up; neighbours learn it when their cache entry expires. Slower, not broken.
             LogAnnounceFailed(address.ToString(), interfaceName, ex.Message);
         }
-
-        LogUp(address.ToString(), interfaceName, r.Took.TotalMilliseconds);
     }
 
     private async Task RunHookAsync(string action, ServiceAddress address, string interfaceName, CancellationToken ct)
@@ -191,7 +207,7 @@ public sealed partial class AddressMover(ILogger logger, string? hook = null, Ti
     [LoggerMessage(EventId = 1200, Level = LogLevel.Information, Message = "service address {Address} taken off {Interface} ({Ms:0.0} ms)")]
     private partial void LogDown(string address, string @interface, double ms);
 
-    [LoggerMessage(EventId = 1201, Level = LogLevel.Information, Message = "service address {Address} up on {Interface}, neighbours told ({Ms:0.0} ms)")]
+    [LoggerMessage(EventId = 1201, Level = LogLevel.Information, Message = "service address {Address} up on {Interface} ({Ms:0.0} ms)")]
     private partial void LogUp(string address, string @interface, double ms);
 
     [LoggerMessage(EventId = 1202, Level = LogLevel.Warning, Message = "service address {Address} is up on {Interface} but announcing it failed: {Reason}")]

@@ -41,10 +41,11 @@ public sealed class AgentClient(AgentChannel channel, TimeSpan callTimeout) : IM
     }
 
     public async Task<TargetMigration> BeginAsync(int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<Migration.Engine.Processes.TaskMemory> tasks,
-        Migration.Engine.Criu.CriuFlags criu, CancellationToken ct)
+        Migration.Engine.Criu.CriuFlags criu, IReadOnlyList<Migration.Engine.Network.ServiceAddress> addresses, CancellationToken ct)
     {
         var request = new BeginRequest { SourceHost = Environment.MachineName, SourcePid = sourcePid, BytesExpected = bytesExpected, Mode = mode };
         request.CriuFlags.AddRange(criu.Names);
+        request.ServiceAddresses.AddRange(addresses.Select(a => a.ToString()));
         request.Tasks.AddRange(tasks.Select(t => new Migration.Control.V1.TaskMemory { Pid = (uint)t.Pid, Bytes = t.Bytes }));
         var reply = await channel.CallAsync("Begin", (c, o) => c.BeginAsync(request, o), callTimeout, ct).ConfigureAwait(false);
         if (reply.PagePort > 65535)

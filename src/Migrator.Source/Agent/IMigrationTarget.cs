@@ -22,7 +22,8 @@ public interface IMigrationTarget
     /// Creates the migration on the target. <paramref name="tasks"/> (largest first) lets a cold migration's target
     /// make room for the pages before the freeze; empty for none.
     /// </summary>
-    Task<TargetMigration> BeginAsync(int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<TaskMemory> tasks, Engine.Criu.CriuFlags criu, CancellationToken ct);
+    Task<TargetMigration> BeginAsync(int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<TaskMemory> tasks, Engine.Criu.CriuFlags criu,
+        IReadOnlyList<Engine.Network.ServiceAddress> addresses, CancellationToken ct);
 
     /// <summary>Sends every file of the manifest from <paramref name="imagesDir"/>; returns bytes sent.</summary>
     Task<ulong> SendImagesAsync(string migrationId, string imagesDir, IReadOnlyList<ImageFileInfo> manifest, CancellationToken ct);

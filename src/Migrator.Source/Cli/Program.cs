@@ -29,6 +29,8 @@ var keepImages = new Option<bool>("--keep-images") { Description = "Keep the sta
 // The CRIU options a user may set, one flag each, from their one table (CriuFlags.All): the dump here and the
 // restore on the target both get them.
 var criuFlags = CriuFlags.All.Select(f => (f.Name, Option: new Option<bool>("--" + f.Name) { Description = $"CRIU: {f.Help} (dump and restore)" })).ToArray();
+var moveAddress = new Option<string[]>("--move-address") { Description = "Service address ADDR/PREFIX (IPv4 or IPv6; repeatable) that moves with the tree: taken off this host while the tree is frozen, brought up on the target's service interface before the restore, neighbours told at once; put back here if the migration fails. Use with --tcp-established to keep its connections", AllowMultipleArgumentsPerToken = false };
+var addressHook = new Option<string>("--address-hook") { Description = "Program that takes a service address down here (and back up on a rollback) instead of ip addr: PROGRAM down|up ADDR/PREFIX IFACE, 10 s at most, exit 0 for success" };
 var timeout = new Option<int>("--timeout") { Description = "Seconds the target gets to receive and restore while the workload is frozen; past it the source resumes", DefaultValueFactory = _ => 600 };
 var compress = new Option<string>("--compress") { Description = "LZ4 on the page stream: auto (on unless the target is on loopback, where the link is not the bottleneck), always, never. Zero pages are elided always", DefaultValueFactory = _ => "auto" };
 compress.AcceptOnlyFromAmong("auto", "always", "never");
@@ -47,7 +49,7 @@ var root = new RootCommand("""
     2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy.
     """)
 {
-    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, json, workDir, logDir, keepImages, timeout, compress, dryRun, verbose, pidArg,
+    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, json, workDir, logDir, keepImages, moveAddress, addressHook, timeout, compress, dryRun, verbose, pidArg,
 };
 foreach (var (_, option) in criuFlags)
 {
@@ -98,11 +100,24 @@ root.SetAction(async (parse, ct) =>
             return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"cannot use the token: {ex.Message}");
         }
 
+        var moved = new List<ServiceAddress>();
+        foreach (var text in parse.GetValue(moveAddress) ?? [])
+        {
+            if (!ServiceAddress.TryParse(text, out var a, out var error))
+            {
+                return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"--move-address: {error}");
+            }
+
+            moved.Add(a);
+        }
+
         var options = new SourceMigrationOptions
         {
             WorkRoot = parse.GetValue(workDir)!,
             KeepImages = parse.GetValue(keepImages),
             Criu = CriuFlags.FromNames(criuFlags.Where(f => parse.GetValue(f.Option)).Select(f => f.Name)),
+            MoveAddresses = moved,
+            AddressHook = parse.GetValue(addressHook),
             Mode = parse.GetValue(mode)!,
             FinalDump = parse.GetValue(finalDump)!,
             LazyRestore = parse.GetValue(restorePages) == "lazy",

@@ -77,7 +77,23 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
             throw new TargetRequestException(TargetError.InvalidArgument, ex.Message);
         }
 
-        var m = agent.Begin(Clip(req.SourceHost), req.SourcePid, req.BytesExpected, req.Mode, tasks, flags);
+        if (req.ServiceAddresses.Count > 16)
+        {
+            throw new TargetRequestException(TargetError.InvalidArgument, $"{req.ServiceAddresses.Count} service addresses; at most 16 are taken");
+        }
+
+        var addresses = new List<Engine.Network.ServiceAddress>();
+        foreach (var text in req.ServiceAddresses)
+        {
+            if (!Engine.Network.ServiceAddress.TryParse(Clip(text), out var a, out var error))
+            {
+                throw new TargetRequestException(TargetError.InvalidArgument, $"service address: {error}");
+            }
+
+            addresses.Add(a);
+        }
+
+        var m = agent.Begin(Clip(req.SourceHost), req.SourcePid, req.BytesExpected, req.Mode, tasks, flags, addresses);
         LogBegin(m.Id, ctx.Peer);
         return Task.FromResult(new BeginReply
         {
@@ -132,10 +148,10 @@ public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pa
         return Task.FromResult(new CommitReply { Pid = pid, TasksResumed = (uint)resumed });
     }
 
-    public override Task<AbortReply> Abort(AbortRequest req, ServerCallContext ctx)
+    public override async Task<AbortReply> Abort(AbortRequest req, ServerCallContext ctx)
     {
-        bool killed = agent.Get(req.MigrationId).Abort(Clip(req.Reason));
-        return Task.FromResult(new AbortReply { KilledRestoredTree = killed });
+        bool killed = await agent.AbortAsync(req.MigrationId, Clip(req.Reason)).ConfigureAwait(false);
+        return new AbortReply { KilledRestoredTree = killed };
     }
 
     public override async Task<MigrationInfo> GetMigration(GetMigrationRequest req, ServerCallContext ctx)

@@ -106,6 +106,9 @@ public sealed partial class IncomingMigration : IDisposable
     /// <summary>The user's CRIU options the source's dump used: the restore applies the same.</summary>
     public CriuFlags Criu { get; init; } = CriuFlags.None;
 
+    /// <summary>Service addresses that come up on this host's service interface just before the restore.</summary>
+    public IReadOnlyList<Engine.Network.ServiceAddress> ServiceAddresses { get; init; } = [];
+
     public string ParentImagesDir => Path.Combine(WorkDir, "parent-images");
 
     /// <summary>Pre-copy is over: write the pages held so far as a parent image, while the workload still runs.</summary>

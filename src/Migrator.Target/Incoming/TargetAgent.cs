@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Migration.Engine.Contract;
 using Migration.Engine.Criu;
 using Migration.Engine.Images;
+using Migration.Engine.Network;
 using Migration.Engine.Processes;
 using Migration.PageServer.Store;
 
@@ -136,8 +137,21 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
     /// available, half the usable disk and <see cref="TargetOptions.ProvisionTimeLimit"/>: the source waits for this
     /// answer before it freezes anything.
     /// </summary>
-    public IncomingMigration Begin(string sourceHost, int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<TaskMemory> tasks, CriuFlags? criu = null)
+    public IncomingMigration Begin(string sourceHost, int sourcePid, ulong bytesExpected, string mode, IReadOnlyList<TaskMemory> tasks, CriuFlags? criu = null,
+        IReadOnlyList<ServiceAddress>? addresses = null)
     {
+        addresses ??= [];
+        if (addresses.Count > 0 && options.ServiceInterface is null && options.AddressHook is null)
+        {
+            throw new TargetRequestException(TargetError.FailedPrecondition,
+                $"service address {string.Join(", ", addresses)} cannot come up here: this agent has no service interface (start it with --service-interface IFACE, or --address-hook)");
+        }
+
+        if (addresses.Count > 0 && options.AddressHook is null && !AddressMover.InterfaceExists(options.ServiceInterface!))
+        {
+            throw new TargetRequestException(TargetError.FailedPrecondition, $"service interface {options.ServiceInterface} does not exist on this host");
+        }
+
         int active = _migrations.Values.Count(m => m.State is IncomingState.Receiving or IncomingState.Restoring);
         if (active >= options.MaxConcurrentMigrations)
         {
@@ -154,7 +168,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         var id = $"{DateTime.UtcNow:yyyyMMddHHmmss}-{Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4)).ToLowerInvariant()}";
         var dir = Path.Combine(options.WorkRoot, id);
         Directory.CreateDirectory(dir);
-        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>()) { Criu = criu ?? CriuFlags.None };
+        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>()) { Criu = criu ?? CriuFlags.None, ServiceAddresses = addresses };
         if (pagesFactory is not null)
         {
             m.Pages = pagesFactory(Path.Combine(dir, "pages"), usable);
@@ -206,17 +220,95 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         }
 
         var spec = new RestoreSpec { ImagesDir = m.ImagesDir, WorkDir = m.WorkDir, LeaveStopped = true, LazyPages = lazyPages, Flags = m.Criu };
+        // The service addresses come up before the restore binds the tree's sockets to them, and go if it fails.
+        // Until the restore has recreated the tree's sockets, packets to them are dropped here (not answered with a
+        // reset); the neighbours are told only once they are there.
+        var up = new List<ServiceAddress>();
+        bool locked = false;
         try
         {
-            return await m.RestoreAsync(criu, spec, ct).ConfigureAwait(false);
+            if (m.ServiceAddresses.Count > 0)
+            {
+                await AddressLock.LockAsync(m.Id, m.ServiceAddresses, ct).ConfigureAwait(false);
+                locked = true;
+            }
+
+            foreach (var a in m.ServiceAddresses)
+            {
+                await _mover.UpAsync(a, options.ServiceInterface ?? "-", ct, announce: false).ConfigureAwait(false);
+                up.Add(a);
+            }
+
+            int pid = await m.RestoreAsync(criu, spec, ct).ConfigureAwait(false);
+            if (locked)
+            {
+                await AddressLock.UnlockAsync(m.Id, CancellationToken.None).ConfigureAwait(false);
+                locked = false;
+                foreach (var a in up)
+                {
+                    await _mover.AnnounceAsync(a, options.ServiceInterface ?? "-", CancellationToken.None).ConfigureAwait(false);
+                }
+            }
+
+            return pid;
         }
-        catch (CriuException ex)
+        catch (Exception ex) when (ex is CriuException or IOException or TimeoutException or TargetRequestException or OperationCanceledException)
         {
-            throw new TargetRequestException(TargetError.Internal, $"restore on {Environment.MachineName} failed: {ex.Message}");
+            await TakeDownAsync(up).ConfigureAwait(false);
+            if (locked)
+            {
+                await AddressLock.UnlockAsync(m.Id, CancellationToken.None).ConfigureAwait(false);
+            }
+
+            if (ex is IOException or TimeoutException)
+            {
+                m.Abort($"service address: {ex.Message}");
+                throw new TargetRequestException(TargetError.Internal, $"service address on {Environment.MachineName}: {ex.Message}");
+            }
+
+            if (ex is CriuException)
+            {
+                throw new TargetRequestException(TargetError.Internal, $"restore on {Environment.MachineName} failed: {ex.Message}");
+            }
+
+            throw;
         }
     }
 
     public IReadOnlyCollection<IncomingMigration> Migrations => _migrations.Values.ToArray();
+
+    private AddressMover? _moverField;
+
+    private AddressMover _mover => _moverField ??= new AddressMover(_logger, options.AddressHook);
+
+    /// <summary>Aborts migration <paramref name="id"/> (see <see cref="IncomingMigration.Abort"/>); its service addresses, if up here, go down.</summary>
+    public async Task<bool> AbortAsync(string id, string reason)
+    {
+        var m = Get(id);
+        bool restored = m.State == IncomingState.Restored;
+        bool killed = m.Abort(reason);
+        if (restored)
+        {
+            await TakeDownAsync(m.ServiceAddresses).ConfigureAwait(false);
+        }
+
+        return killed;
+    }
+
+    private async Task TakeDownAsync(IReadOnlyList<ServiceAddress> addresses)
+    {
+        foreach (var a in addresses)
+        {
+            try
+            {
+                await _mover.DownAsync(a, options.ServiceInterface ?? "-", CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is IOException or TimeoutException)
+            {
+                LogAddressLeft(a.ToString(), ex.Message);
+            }
+        }
+    }
 
     /// <summary>The page stream of migration <paramref name="id"/> failed.</summary>
     public void FailPages(string id, string error)
@@ -291,6 +383,9 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
 
     /// <summary>MemAvailable from /proc/meminfo, in bytes; 0 when it cannot be read (nothing is provisioned then).</summary>
     private static ulong MemAvailableBytes() => HostMemory.AvailableBytes();
+
+    [LoggerMessage(EventId = 405, Level = LogLevel.Error, Message = "service address {Address} could not be taken down here: {Reason}; remove it by hand before the source resumes with it")]
+    private partial void LogAddressLeft(string address, string reason);
 
     [LoggerMessage(EventId = 404, Level = LogLevel.Warning, Message = "migration {Id} was left by an earlier run of this agent: its data ({Mib} MiB) removed, its logs kept")]
     private partial void LogSwept(string id, long mib);

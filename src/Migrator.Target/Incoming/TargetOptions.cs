@@ -27,6 +27,15 @@ public sealed record TargetOptions
     /// <summary>How long making that room may hold up the start of a cold migration (whatever is done by then is used): 10 s.</summary>
     public TimeSpan ProvisionTimeLimit { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// The interface service addresses come up on (<c>--service-interface</c>; by default the one holding the
+    /// <c>--listen</c> address). Null: this agent takes no service address.
+    /// </summary>
+    public string? ServiceInterface { get; init; }
+
+    /// <summary>An operator's program that brings service addresses up and down instead of iproute2 (<c>--address-hook</c>).</summary>
+    public string? AddressHook { get; init; }
+
     /// <summary>Named fault points for tests (see <see cref="Faults"/>); empty in production.</summary>
     public IReadOnlySet<string> Faults { get; init; } = new HashSet<string>();
 }

@@ -12,14 +12,16 @@ public static class Binaries
 
     public static string Agent => Find("migrate-agent", "src/Migrator.Target", "migrate-agent.d/migrate-agent");
 
-    public static string Memwork
+    public static string Memwork => Native("memwork");
+
+    /// <summary>The TCP sequence server and client (native/workload/tcpseq.c).</summary>
+    public static string Tcpseq => Native("tcpseq");
+
+    private static string Native(string name)
     {
-        get
-        {
-            var dir = Environment.GetEnvironmentVariable("MIGRATE_BIN_DIR");
-            var path = dir is not null ? Path.Combine(dir, "memwork") : Path.Combine(RepoRoot, "native/bin/memwork");
-            return File.Exists(path) ? path : throw new FileNotFoundException($"{path} is missing: run make -C native (scripts/setup.sh does)");
-        }
+        var dir = Environment.GetEnvironmentVariable("MIGRATE_BIN_DIR");
+        var path = dir is not null ? Path.Combine(dir, name) : Path.Combine(RepoRoot, "native/bin", name);
+        return File.Exists(path) ? path : throw new FileNotFoundException($"{path} is missing: run make -C native (scripts/setup.sh does)");
     }
 
     private static string Find(string name, string project, string installed)
