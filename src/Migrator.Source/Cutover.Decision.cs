@@ -1,5 +1,6 @@
 using Migration.Engine.Criu;
 using Migration.Engine.Processes;
+using Migration.PageServer.Control;
 using Migration.PageServer.Transport;
 
 namespace Migration.Source;
@@ -94,6 +95,14 @@ internal sealed partial class Cutover
                 await _owner.CallAsync(MigrationPhase.Commit, WorkloadOutcome.OnTargetUnconfirmed,
                     c => _target.CommitAsync(Id, c), CancellationToken.None).ConfigureAwait(false);
                 return;
+            }
+            catch (MigrationException ex) when (ex.InnerException is GrpcCallException { Status: GrpcStatusCode.DataLoss })
+            {
+                // A definite no: the target killed its copy (it could not be filled). Retrying cannot bring it back.
+                LogWorkloadLost(_targetPid, ex.Message);
+                throw new MigrationException(MigrationPhase.Commit, WorkloadOutcome.Lost,
+                    $"the target refused to resume the workload (migration {Id}): {ex.Message}. The source copy had already been " +
+                    "stopped, so the workload is lost", ex);
             }
             catch (MigrationException ex)
             {

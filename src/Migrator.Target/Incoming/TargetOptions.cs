@@ -43,5 +43,8 @@ public static class Faults
     /// <summary>The page stream breaks: the agent's page store fails after the first batches of pages.</summary>
     public const string CutPages = "cut-pages";
 
-    public static readonly string[] All = [Restore, CutTransfer, CutPages];
+    /// <summary>The lazy-pages daemon dies after the restore, before the restore is answered (and so before the commit).</summary>
+    public const string KillLazyPages = "kill-lazy-pages";
+
+    public static readonly string[] All = [Restore, CutTransfer, CutPages, KillLazyPages];
 }
