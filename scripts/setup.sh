@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup for a fresh Debian 12 machine, as root:
 #   - build dependencies and runtime tools from Debian (bookworm),
-#   - CRIU 4.2.1 built from Debian's source package (sid), tarball checksum verified,
+#   - CRIU 4.2.1 built from Debian's source package (sid), tarball checksum verified, with the patches in
+#     scripts/criu-patches applied (each says why in its header; rebuilt when they change),
 #   - fs.pipe-max-size raised for lazy pages,
 #   - the .NET build, with `migrate` and `migrate-agent` on PATH (/usr/local/bin).
 # Re-running it does only what is missing. Logs go to stderr; exits non-zero on the first failure.
@@ -13,6 +14,10 @@ CRIU_VERSION=4.2.1
 CRIU_ORIG_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
 CRIU_PREFIX=/opt/migrate/criu
 CRIU_BIN=$CRIU_PREFIX/sbin/criu
+# Patches applied to CRIU's source before the build, in name order. The build id (version + patch contents) is stamped
+# next to the binary, so a changed, added or removed patch rebuilds CRIU on the next run.
+CRIU_PATCH_DIR=$REPO/scripts/criu-patches
+CRIU_STAMP=$CRIU_PREFIX/build-id
 # MIGRATE_INSTALL_DIR publishes elsewhere (a second checkout benchmarking beside this one); only the default
 # location is linked into /usr/local/bin.
 INSTALL_DIR=${MIGRATE_INSTALL_DIR:-/opt/migrate/bin}
@@ -24,7 +29,7 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (CRIU needs it): sudo $0"
 
 APT_PACKAGES=(
-  build-essential pkg-config git ca-certificates dpkg-dev
+  build-essential pkg-config git ca-certificates dpkg-dev patch
   libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler python3-protobuf
   libnl-3-dev libnet1-dev libcap-dev libaio-dev libbsd-dev libgnutls28-dev uuid-dev libnftables-dev
   iproute2 nftables util-linux procps python3-grpcio
@@ -62,9 +67,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # --- CRIU ---------------------------------------------------------------------------------------
-criu_ok() { [ -x "$CRIU_BIN" ] && "$CRIU_BIN" --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION%.*}"; }
+criu_patches() { find "$CRIU_PATCH_DIR" -maxdepth 1 -name '*.patch' -type f 2>/dev/null | LC_ALL=C sort; }
+criu_build_id() {
+  { echo "criu $CRIU_VERSION"; criu_patches | while read -r p; do echo "$(basename "$p") $(sha256sum <"$p" | cut -d' ' -f1)"; done; } |
+    sha256sum | cut -d' ' -f1
+}
+CRIU_BUILD_ID=$(criu_build_id)
+criu_version_ok() { [ -x "$CRIU_BIN" ] && "$CRIU_BIN" --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION%.*}"; }
+criu_ok() { criu_version_ok && [ "$(cat "$CRIU_STAMP" 2>/dev/null)" = "$CRIU_BUILD_ID" ]; }
 if criu_ok; then
-  log "CRIU present: $("$CRIU_BIN" --version | head -n1)"
+  log "CRIU present: $("$CRIU_BIN" --version | head -n1) (build $CRIU_BUILD_ID)"
 else
   SRC_LIST=/etc/apt/sources.list.d/migrate-sid-src.sources
   if [ ! -f "$SRC_LIST" ]; then
@@ -104,10 +116,17 @@ SRC
   srcdir=$(tar -tf "$tarball" | awk -F/ 'NR==1{print $1}')
   rm -rf "$srcdir"
   tar -xf "$tarball"
+  criu_version_ok && log "CRIU present but not built with the current patches: rebuilding"
+  while read -r p; do
+    [ -n "$p" ] || continue
+    log "patching CRIU: $(basename "$p")"
+    patch -d "$srcdir" -p1 --forward --batch --quiet <"$p" >&2 || die "$(basename "$p") does not apply to $tarball"
+  done < <(criu_patches)
   log "building CRIU (make criu)"
   make -C "$srcdir" -j"$(nproc)" criu >"$BUILD/build.log" 2>&1 || { tail -n 40 "$BUILD/build.log" >&2; die "CRIU build failed (log: $BUILD/build.log)"; }
   install -D -m 0755 "$srcdir/criu/criu" "$CRIU_BIN"
-  criu_ok || die "installed CRIU does not report version ${CRIU_VERSION%.*}"
+  criu_version_ok || die "installed CRIU does not report version ${CRIU_VERSION%.*}"
+  echo "$CRIU_BUILD_ID" >"$CRIU_STAMP"
   log "CRIU installed: $("$CRIU_BIN" --version | head -n1)"
 fi
 ln -sf "$CRIU_BIN" /usr/local/sbin/criu

@@ -2,7 +2,8 @@
  * memwork - deterministic, self-checking workload for CRIU live-migration tests.
  *
  * Usage:
- *   memwork --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT|max] [--ready-fd FD] [--stdio-null]
+ *   memwork --mib N --port P --file PATH [--seed S] [--mix] [--sparse K] [--zero-present] [--write-rate PCT|max]
+ *           [--ready-fd FD] [--stdio-null]
  *
  * Memory (--mib N, 1..1048576; --seed S, unsigned 64-bit decimal, default 1):
  *   N MiB are mmap'ed (MAP_PRIVATE|MAP_ANONYMOUS, MADV_NOHUGEPAGE so dirty tracking and zero pages
@@ -16,11 +17,15 @@
  *            p % 3 == 1  text page: "memwork page <p> seed <S>: the quick brown fox jumps over the lazy dog. "
  *                        repeated and cut at 4096 bytes
  *            p % 3 == 2  random page: words as in the default layout
+ *   --sparse K (1..1048576, default 1): only pages with p % K == 0 hold the pattern above (default or --mix);
+ *            every other page is a zero page as in --mix (never touched, or with --zero-present written with
+ *            zeros). One big mapping that costs little to fill and to check: with --zero-present it is a single
+ *            run of resident pages (what CRIU dumps as one pagemap entry), with pattern pages spread across it.
  *
  * Writer (--write-rate PCT, 0..100, default 0): a thread that every 10 ms dirties pages so that PCT %
  *   of the buffer's page count is written per second, round-robin. Every word of a written page is
  *   read and stored back unchanged, so the content stays the expected pattern and a page corrupted
- *   by a bad restore is never silently "healed". Zero pages (--mix) are skipped and not counted.
+ *   by a bad restore is never silently "healed". Zero pages (--mix, --sparse) are skipped and not counted.
  *   --write-rate max: the writer is not paced: it rewrites pages round-robin (the same way) as fast as
  *   it can, so its page writes per second (OPS) are the workload's throughput, and what slows it
  *   (write-protect faults of a dirty tracker, CPU taken by a migration) shows as fewer writes per second.
@@ -100,6 +105,7 @@ enum page_kind {
 
 static uint64_t mib, seed = 1;
 static int mix, data_fd = -1;
+static uint64_t sparse = 1; /* --sparse K */
 static unsigned write_rate; /* 0..100, or WRITE_RATE_MAX */
 static size_t buf_len, npages;
 static uint8_t *buf;
@@ -152,6 +158,8 @@ static uint64_t splitmix64(uint64_t x)
 
 static enum page_kind page_kind(size_t p)
 {
+	if (p % sparse != 0)
+		return K_ZERO;
 	if (!mix)
 		return K_RANDOM;
 	return p % 3 == 0 ? K_ZERO : p % 3 == 1 ? K_TEXT : K_RANDOM;
@@ -183,12 +191,19 @@ static void expected_page(size_t p, uint8_t *out)
 
 static int zero_present; /* --zero-present */
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
 static void fill_buffer(void)
 {
+	/* --zero-present: every page resident, in one call rather than a write fault per page (gigabytes with --sparse). */
+	int populated = zero_present && madvise(buf, buf_len, MADV_POPULATE_WRITE) == 0;
+
 	for (size_t p = 0; p < npages; p++)
 		if (page_kind(p) != K_ZERO) /* zero pages are never touched... */
 			expected_page(p, buf + p * PAGE);
-		else if (zero_present) /* ...unless --zero-present: resident zero pages, as a real heap has */
+		else if (zero_present && !populated) /* ...unless --zero-present: resident zero pages, as a real heap has */
 			memset(buf + p * PAGE, 0, PAGE);
 }
 
@@ -461,8 +476,8 @@ static void usage_exit(const char *prog, const char *msg)
 	if (msg)
 		fprintf(stderr, "memwork: %s\n", msg);
 	fprintf(stderr,
-		"usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT|max] [--ready-fd FD] "
-		"[--stdio-null]\n",
+		"usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--sparse K] [--zero-present] "
+		"[--write-rate PCT|max] [--ready-fd FD] [--stdio-null]\n",
 		prog);
 	exit(2);
 }
@@ -494,6 +509,7 @@ int main(int argc, char **argv)
 		{ "ready-fd", required_argument, NULL, 'r' },
 		{ "stdio-null", no_argument, NULL, 'n' },
 		{ "zero-present", no_argument, NULL, 'z' },
+		{ "sparse", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -537,14 +553,18 @@ int main(int argc, char **argv)
 		case 'z':
 			zero_present = 1;
 			break;
+		case 'k':
+			if (parse_u64(optarg, MAX_MIB, &sparse) || sparse == 0)
+				usage_exit(argv[0], "--sparse must be 1..1048576");
+			break;
 		case 'r':
 			if (parse_u64(optarg, 1 << 20, &rfd) || fcntl((int)rfd, F_GETFD) < 0)
 				usage_exit(argv[0], "--ready-fd must be an open file descriptor");
 			ready_fd = (int)rfd;
 			break;
 		case 'h':
-			printf("usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--write-rate PCT|max] "
-			       "[--ready-fd FD]\n",
+			printf("usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--sparse K] [--zero-present] "
+			       "[--write-rate PCT|max] [--ready-fd FD]\n",
 			       argv[0]);
 			return 0;
 		default:

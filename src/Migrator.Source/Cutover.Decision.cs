@@ -122,6 +122,14 @@ internal sealed partial class Cutover
                     c => _target.CommitAsync(Id, c), CancellationToken.None).ConfigureAwait(false);
                 return;
             }
+            catch (MigrationException ex) when (ex.InnerException is Grpc.Core.RpcException { StatusCode: Grpc.Core.StatusCode.DataLoss })
+            {
+                // A definite no: the target killed its copy (it could not be filled). Retrying cannot bring it back.
+                LogWorkloadLost(_targetPid, ex.Message);
+                throw new MigrationException(MigrationPhase.Commit, WorkloadOutcome.Lost,
+                    $"the target refused to resume the workload (migration {Id}): {ex.Message}. The source copy had already been " +
+                    "stopped, so the workload is lost", ex);
+            }
             catch (MigrationException ex)
             {
                 last = ex;

@@ -2,7 +2,7 @@ using Microsoft.Extensions.Logging;
 
 namespace Migration.Source;
 
-/// <summary>The cutover's log lines (event ids 204-217; 200-203 and 211-212 are <see cref="SourceMigration"/>'s).</summary>
+/// <summary>The cutover's log lines (event ids 204-218; 200-203 and 211-212 are <see cref="SourceMigration"/>'s).</summary>
 internal sealed partial class Cutover
 {
     [LoggerMessage(EventId = 204, Level = LogLevel.Information, Message = "dumped {Files} image files, {Bytes} bytes, in {Ms:0} ms (tree frozen)")]
@@ -34,6 +34,9 @@ internal sealed partial class Cutover
 
     [LoggerMessage(EventId = 215, Level = LogLevel.Warning, Message = "{Note}")]
     private partial void LogPrecopyFallback(string note);
+
+    [LoggerMessage(EventId = 218, Level = LogLevel.Error, Message = "the target refused to resume its copy (pid {Pid}) after the source copy was stopped: the workload is lost ({Message})")]
+    private partial void LogWorkloadLost(int pid, string message);
 
     [LoggerMessage(EventId = 216, Level = LogLevel.Warning, Message = "could not kill the source tree ({Error}); CRIU kills it and the commit waits for it")]
     private partial void LogKillFailed(string error);

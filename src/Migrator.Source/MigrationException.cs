@@ -23,6 +23,12 @@ public enum WorkloadOutcome
 
     /// <summary>The source copy is gone and the target holds the only copy, which could not be confirmed running.</summary>
     OnTargetUnconfirmed,
+
+    /// <summary>
+    /// The source copy is gone and the target refused to resume its copy, which it killed: it could not get its memory
+    /// (the lazy-pages daemon failed between the restore and the commit). No copy runs.
+    /// </summary>
+    Lost,
 }
 
 /// <summary>A migration that did not complete; says in which phase, why, and where the workload is.</summary>

@@ -31,6 +31,30 @@ public sealed class LazyPagesDaemon : IAsyncDisposable
     /// <summary>Completes when the daemon exits, with its exit code (0: every lazy page was filled).</summary>
     public Task<int> Exited { get; }
 
+    /// <summary>
+    /// Whether the daemon has exited, asked of the kernel now (a child that just died is reaped here), not only when
+    /// <see cref="Exited"/> has caught up.
+    /// </summary>
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>The exit code once it has exited (see <see cref="HasExited"/>), else null.</summary>
+    public int? ExitCode => _process.HasExited ? _process.ExitCode : null;
+
+    /// <summary>Kills the daemon (SIGKILL) and waits for it; it stays to be disposed. For fault injection.</summary>
+    public async Task KillAsync()
+    {
+        try
+        {
+            _process.Kill(entireProcessTree: false);
+        }
+        catch (InvalidOperationException)
+        {
+            // It had exited already.
+        }
+
+        await Exited.ConfigureAwait(false);
+    }
+
     /// <summary>Time from start to exit (or to now).</summary>
     public TimeSpan Elapsed => Stopwatch.GetElapsedTime(_started);
 
@@ -114,7 +138,6 @@ public sealed class LazyPagesDaemon : IAsyncDisposable
         await _process.WaitForExitAsync().ConfigureAwait(false);
         return _process.ExitCode;
     }
-
 
     /// <summary>Kills the daemon if it still runs (a restore that failed or was aborted), and waits for it.</summary>
     public async ValueTask DisposeAsync()

@@ -46,7 +46,8 @@ var root = new RootCommand("""
     failure before that the workload resumes on the source and migrate exits non-zero.
 
     Exit codes: 0 migrated; 1 failed, the workload runs on the source (or was never touched);
-    2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy.
+    2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy;
+    4 the source copy is gone and the target refused to resume its copy (it could not get its memory): none runs.
     """)
 {
     to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, json, workDir, logDir, keepImages, moveAddress, addressHook, timeout, compress, dryRun, verbose, pidArg,
@@ -161,7 +162,12 @@ root.SetAction(async (parse, ct) =>
             catch (MigrationException ex)
             {
                 Log.Error("migration failed in {Phase}: {Message}", ex.Phase, ex.Message);
-                int code = ex.Outcome == WorkloadOutcome.OnTargetUnconfirmed ? 3 : 1;
+                int code = ex.Outcome switch
+                {
+                    WorkloadOutcome.OnTargetUnconfirmed => 3,
+                    WorkloadOutcome.Lost => 4,
+                    _ => 1,
+                };
                 return Fail(asJson, code, ex.Phase.ToString().ToLowerInvariant(), ex.Outcome, $"{ex.Message} (log: {logPath})");
             }
 
@@ -271,6 +277,7 @@ static int Fail(bool asJson, int code, string phase, WorkloadOutcome outcome, st
         {
             WorkloadOutcome.Untouched => "untouched",
             WorkloadOutcome.ResumedOnSource => "running-on-source",
+            WorkloadOutcome.Lost => "lost",
             _ => "on-target-unconfirmed",
         };
         Console.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>

@@ -203,7 +203,14 @@ public sealed partial class IncomingMigration : IDisposable
                 daemon = await _lazy.AcquireAsync(criu, Pages, ct).ConfigureAwait(false);
             }
 
-            int pid = await criu.RestoreAsync(spec, null, ct).ConfigureAwait(false);
+            int pid = daemon is null
+                ? await criu.RestoreAsync(spec, null, ct).ConfigureAwait(false)
+                : await RestoreWatchingAsync(criu, spec, daemon, ct).ConfigureAwait(false);
+            if (daemon is not null)
+            {
+                await CheckLazyDaemonAsync(daemon, pid).ConfigureAwait(false);
+            }
+
             lock (_lock)
             {
                 RestoredPid = pid;
@@ -240,6 +247,60 @@ public sealed partial class IncomingMigration : IDisposable
     }
 
     /// <summary>
+    /// <c>criu restore --lazy-pages</c> while its daemon runs. A daemon that fails during the restore makes CRIU fail it
+    /// too ("Failed sending restore finished indication"), but CRIU's own cleanup can then wait forever on the tasks it
+    /// killed (a traced multi-threaded root is never reaped by its waitpid): the restore is stopped here instead, at once.
+    /// </summary>
+    private async Task<int> RestoreWatchingAsync(CriuClient criu, RestoreSpec spec, LazyPagesDaemon daemon, CancellationToken ct)
+    {
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var restoring = criu.RestoreAsync(spec, null, stop.Token);
+        if (await Task.WhenAny(restoring, daemon.Exited).ConfigureAwait(false) == restoring || await daemon.Exited.ConfigureAwait(false) == 0)
+        {
+            return await restoring.ConfigureAwait(false);
+        }
+
+        string why = _lazy.Failure(daemon) ?? $"criu lazy-pages (pid {daemon.Pid}) exited";
+        LogLazyDaemonLostBeforeCommit(Id, 0, "restore in progress", why);
+        await stop.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            // It may have finished all the same: that copy has no memory source either.
+            int restored = await restoring.ConfigureAwait(false);
+            ProcessTree.KillAll(ProcessTree.Enumerate(restored));
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or CriuException)
+        {
+            // Expected: the restore was stopped (or failed on its own); the daemon's failure is the reason given.
+        }
+
+        throw new TargetRequestException(TargetError.Internal, $"the lazy restore failed: {why}; the restore was stopped");
+    }
+
+    /// <summary>
+    /// A lazy restore is only as good as its daemon: the restored tree has no memory but what <c>criu lazy-pages</c>
+    /// gives it. If the daemon is gone (or cannot get pages) when the restore is done, the tree is killed and the
+    /// restore fails, so the source refuses its post-dump and resumes its own copy.
+    /// </summary>
+    private async Task CheckLazyDaemonAsync(LazyPagesDaemon daemon, int pid)
+    {
+        if (_options.Faults.Contains(Faults.KillLazyPages))
+        {
+            LogFaultInjected(Id, Faults.KillLazyPages);
+            await daemon.KillAsync().ConfigureAwait(false);
+        }
+
+        if (_lazy.Failure(daemon) is { } why)
+        {
+            var tree = ProcessTree.Enumerate(pid);
+            ProcessTree.KillAll(tree);
+            LogLazyDaemonLostBeforeCommit(Id, pid, "restore", why);
+            throw new TargetRequestException(TargetError.Internal,
+                $"restored pid {pid} cannot get its memory: {why}; the restored copy was killed");
+        }
+    }
+
+    /// <summary>
     /// Starts <c>criu lazy-pages</c> for a lazy restore ahead of it, while the page images are composed (it reads only
     /// the process tree image until the restore hands it the tasks): <see cref="RestoreAsync"/> takes it over.
     /// </summary>
@@ -251,7 +312,11 @@ public sealed partial class IncomingMigration : IDisposable
         }
     }
 
-    /// <summary>Resumes the restored (stopped) tree. Idempotent: a repeated commit answers the same.</summary>
+    /// <summary>
+    /// Resumes the restored (stopped) tree. Idempotent: a repeated commit answers the same. A lazy restore whose daemon
+    /// has failed is not resumed (its memory would read as zeros): the tree is killed and the commit refused with
+    /// <see cref="TargetError.DataLoss"/>, as is every later commit of it.
+    /// </summary>
     public (int Pid, int Resumed) Commit()
     {
         lock (_lock)
@@ -261,7 +326,24 @@ public sealed partial class IncomingMigration : IDisposable
                 return (RestoredPid, 0);
             }
 
+            if (State == IncomingState.Failed && RestoredPid > 0)
+            {
+                throw new TargetRequestException(TargetError.DataLoss, $"migration {Id} failed after its restore, and its restored copy is gone: {Error}");
+            }
+
             RequireState(IncomingState.Restored);
+            if (_lazy.Failure() is { } why)
+            {
+                var restored = ProcessTree.Enumerate(RestoredPid);
+                ProcessTree.KillAll(restored.Count > 0 ? restored : _restoredTree);
+                State = IncomingState.Failed;
+                Error = $"restored pid {RestoredPid} was not resumed: {why}; the restored copy was killed";
+                LogLazyDaemonLostBeforeCommit(Id, RestoredPid, "commit", why);
+                _lazy.Stop();
+                DeleteImages();
+                throw new TargetRequestException(TargetError.DataLoss, Error);
+            }
+
             // Re-read the tree: the tasks are stopped, so it is the tree CRIU restored.
             var tree = ProcessTree.Enumerate(RestoredPid);
             int n = ProcessTree.ContinueAll(tree);
@@ -277,7 +359,7 @@ public sealed partial class IncomingMigration : IDisposable
             if (_lazy.Serving)
             {
                 // The images feed the lazy pages until every one is in: removed when the daemon is done.
-                _lazy.FinishInBackground(RestoredPid, () =>
+                _lazy.FinishInBackground(RestoredPid, LazyFillFailed, () =>
                 {
                     lock (_lock)
                     {
@@ -291,6 +373,21 @@ public sealed partial class IncomingMigration : IDisposable
             }
 
             return (RestoredPid, n);
+        }
+    }
+
+    /// <summary>
+    /// After the commit the fill failed: pages it did not fill read as zeros now, so the tree must not run on with them.
+    /// It is killed (what ran in between cannot be undone), and the migration's error says why.
+    /// </summary>
+    private void LazyFillFailed(string why)
+    {
+        lock (_lock)
+        {
+            var tree = ProcessTree.Enumerate(RestoredPid);
+            int killed = ProcessTree.KillAll(tree.Count > 0 ? tree : _restoredTree);
+            Error = $"the lazy fill of restored pid {RestoredPid} failed after the commit: {why}; {killed} restored tasks killed";
+            LogLazyFillFailedAfterCommit(Id, RestoredPid, killed, why);
         }
     }
 
@@ -384,4 +481,10 @@ public sealed partial class IncomingMigration : IDisposable
 
     [LoggerMessage(EventId = 304, Level = LogLevel.Warning, Message = "could not remove {Dir}: {Message}")]
     private partial void LogCleanupFailed(string dir, string message);
+
+    [LoggerMessage(EventId = 311, Level = LogLevel.Error, Message = "migration {Id}: the lazy-pages daemon of restored pid {Pid} failed before the commit (at {Step}): {Why}; the restored copy is killed and not resumed")]
+    private partial void LogLazyDaemonLostBeforeCommit(string id, int pid, string step, string why);
+
+    [LoggerMessage(EventId = 312, Level = LogLevel.Error, Message = "migration {Id}: the lazy fill of restored pid {Pid} failed after the commit: {Why}; its unfilled pages would read as zeros, so its {Killed} tasks were killed")]
+    private partial void LogLazyFillFailedAfterCommit(string id, int pid, int killed, string why);
 }

@@ -19,6 +19,7 @@ internal sealed partial class LazyPageFill(string migrationId, string imagesDir,
     private Task<LazyPagesDaemon>? _starting;
     private LazyPagesDaemon? _daemon;
     private Task<string?>? _serving;
+    private volatile string? _serveError;
 
     /// <summary>After the commit: completes when every lazy page was filled (true) or the daemon failed (false).</summary>
     public Task<bool>? Done { get; private set; }
@@ -41,6 +42,33 @@ internal sealed partial class LazyPageFill(string migrationId, string imagesDir,
         return daemon;
     }
 
+    /// <summary>
+    /// Why <paramref name="daemon"/> cannot fill the restored tree, or null while it can: it has exited with a failure
+    /// (it exits 0 only once every lazy page is in), or serving its pages failed (it will not get the rest). Asked of the
+    /// kernel now, so a daemon that just died is seen. A tree resumed without its daemon reads unfilled pages as zeros.
+    /// </summary>
+    public string? Failure(LazyPagesDaemon daemon)
+    {
+        if (daemon.ExitCode is int code && code != 0)
+        {
+            return $"criu lazy-pages (pid {daemon.Pid}) exited with code {code}{Reasons(daemon)}";
+        }
+
+        return _serveError is { } error ? $"serving lazy pages to criu lazy-pages (pid {daemon.Pid}) failed: {error}" : null;
+    }
+
+    /// <summary><see cref="Failure(LazyPagesDaemon)"/> of the daemon serving the restored tree; null when none serves it.</summary>
+    public string? Failure() => _daemon is { } daemon ? Failure(daemon) : null;
+
+    /// <summary>Fault injection: kills the daemon serving the restored tree and waits until it is gone.</summary>
+    public Task KillDaemonAsync() => _daemon is { } daemon ? daemon.KillAsync() : Task.CompletedTask;
+
+    private static string Reasons(LazyPagesDaemon daemon)
+    {
+        var errors = CriuLog.ReadErrors(daemon.LogPath);
+        return errors.Count > 0 ? $" ({string.Join(" | ", errors)}; log {daemon.LogPath})" : $" (log {daemon.LogPath})";
+    }
+
     /// <summary>The restore succeeded with <paramref name="daemon"/> serving its tree.</summary>
     public void Attach(LazyPagesDaemon daemon) => _daemon = daemon;
 
@@ -48,14 +76,14 @@ internal sealed partial class LazyPageFill(string migrationId, string imagesDir,
     public bool Serving => _daemon is not null;
 
     /// <summary>
-    /// The restored tree runs: wait in the background for the fill to end, then run <paramref name="finished"/> (which
-    /// removes the images). Sets <see cref="Done"/>.
+    /// The restored tree runs: wait in the background for the fill to end, then run <paramref name="failed"/> with the
+    /// reason if it did not fill every page, and <paramref name="finished"/> (which removes the images). Sets <see cref="Done"/>.
     /// </summary>
-    public void FinishInBackground(int restoredPid, Action finished)
+    public void FinishInBackground(int restoredPid, Action<string> failed, Action finished)
     {
         if (_daemon is { } daemon)
         {
-            Done = FinishAsync(daemon, restoredPid, finished);
+            Done = FinishAsync(daemon, restoredPid, failed, finished);
         }
     }
 
@@ -110,6 +138,7 @@ internal sealed partial class LazyPageFill(string migrationId, string imagesDir,
                 string? error = t.IsFaulted ? t.Exception!.GetBaseException().Message : t.Result;
                 if (error is not null)
                 {
+                    _serveError = error;
                     LogLazyServeFailed(migrationId, error);
                 }
 
@@ -125,7 +154,7 @@ internal sealed partial class LazyPageFill(string migrationId, string imagesDir,
         }
     }
 
-    private async Task<bool> FinishAsync(LazyPagesDaemon daemon, int restoredPid, Action finished)
+    private async Task<bool> FinishAsync(LazyPagesDaemon daemon, int restoredPid, Action<string> failed, Action finished)
     {
         int code = await daemon.Exited.ConfigureAwait(false);
         string? served = _serving is { } serving ? await serving.ConfigureAwait(false) : null;
@@ -136,8 +165,9 @@ internal sealed partial class LazyPageFill(string migrationId, string imagesDir,
         }
         else
         {
-            // Pages it did not fill read as zeros in the workload now: say so loudly, with CRIU's reasons.
+            // Pages it did not fill read as zeros in the workload now: say so loudly, with CRIU's reasons, and stop it.
             LogLazyFailed(migrationId, restoredPid, code, daemon.LogPath, string.Join(" | ", CriuLog.ReadErrors(daemon.LogPath)));
+            failed(code != 0 ? $"criu lazy-pages exited with code {code} before every lazy page was filled" : $"serving lazy pages failed: {served}");
         }
 
         _daemon = null;
@@ -208,7 +238,7 @@ internal sealed partial class LazyPageFill(string migrationId, string imagesDir,
     [LoggerMessage(EventId = 306, Level = LogLevel.Information, Message = "migration {Id}: every lazy page filled, {Ms:0} ms after the daemon started")]
     private partial void LogLazyDone(string id, double ms);
 
-    [LoggerMessage(EventId = 307, Level = LogLevel.Error, Message = "migration {Id}: criu lazy-pages failed (exit {Code}) while restored pid {Pid} runs; pages it did not fill are lost to the workload. Log {Log}: {Errors}")]
+    [LoggerMessage(EventId = 307, Level = LogLevel.Error, Message = "migration {Id}: criu lazy-pages failed (exit {Code}) while restored pid {Pid} runs; pages it did not fill are lost to the workload, which is killed. Log {Log}: {Errors}")]
     private partial void LogLazyFailed(string id, int pid, int code, string log, string errors);
 
     [LoggerMessage(EventId = 308, Level = LogLevel.Error, Message = "migration {Id}: serving lazy pages to criu lazy-pages failed: {Error}")]

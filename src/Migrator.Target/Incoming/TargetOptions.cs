@@ -55,5 +55,8 @@ public static class Faults
     /// <summary>GetMigration stalls until its call is cancelled, having logged the deadline it was given (deadlines travel).</summary>
     public const string StallGetMigration = "stall-get-migration";
 
-    public static readonly string[] All = [Restore, CutTransfer, CutPages, StallGetMigration];
+    /// <summary>The lazy-pages daemon dies after the restore, before the restore is answered (and so before the commit).</summary>
+    public const string KillLazyPages = "kill-lazy-pages";
+
+    public static readonly string[] All = [Restore, CutTransfer, CutPages, StallGetMigration, KillLazyPages];
 }

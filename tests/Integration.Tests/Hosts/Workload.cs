@@ -23,7 +23,8 @@ public sealed class Workload : IAsyncDisposable
 
     public int Port { get; }
 
-    public static async Task<Workload> StartAsync(TestHosts hosts, int mib, int port = 9000, bool mix = true, int writeRate = 0, bool zeroPresent = false)
+    public static async Task<Workload> StartAsync(TestHosts hosts, int mib, int port = 9000, bool mix = true, int writeRate = 0, bool zeroPresent = false,
+        int sparse = 1)
     {
         var dataFile = Path.Combine(hosts.Root, $"memwork-{Guid.NewGuid():N}.dat");
         var args = new List<string>(TestHosts.On(hosts.Source))
@@ -40,6 +41,11 @@ public sealed class Workload : IAsyncDisposable
         if (zeroPresent)
         {
             args.Add("--zero-present");
+        }
+
+        if (sparse > 1)
+        {
+            args.AddRange(["--sparse", sparse.ToString(CultureInfo.InvariantCulture)]);
         }
 
         if (writeRate > 0)
