@@ -29,6 +29,11 @@ awk '/^[[:space:]]*Passed:[[:space:]]*[0-9]+[[:space:]]*$/  { p += $2 }
      /^[[:space:]]*Failed:[[:space:]]*[0-9]+[[:space:]]*$/  { f += $2 }
      /^[[:space:]]*Skipped:[[:space:]]*[0-9]+[[:space:]]*$/ { s += $2 }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+# The failures again, with their messages, where the end of a CI log shows them.
+if grep -qE '^[[:space:]]+Failed [A-Za-z]' "$log"; then
+  echo "[test] failed tests:" >&2
+  awk '/^[[:space:]]+Failed [A-Za-z]/ { n = 12 } n > 0 { print; n-- }' "$log" >&2
+fi
 leftover=$(ip netns list | grep -E '^mg[st]-' || true)
 if [ -n "$leftover" ]; then
   echo "[test] ERROR: tests left network namespaces behind: $leftover" >&2

@@ -198,6 +198,12 @@ public static class PageStreamReceiver
             }
         }
 
+        // The caller's cancellation is the reason whatever error it caused on the way out (a read it broke, a store it cut).
+        if (error is not null && !ended)
+        {
+            ct.ThrowIfCancellationRequested();
+        }
+
         return error is null
             ? new PageStreamResult(true, id, stored.Pages, stored.Rounds, null)
             : new PageStreamResult(false, id, stored.Pages, stored.Rounds, error);
