@@ -106,7 +106,7 @@ run_cell() { # run_cell PHASE FAULT -> prints a table row; returns 0 if the cell
   mount -t tmpfs -o size=$((MIB * 3))m tmpfs "$CELL/agent"
   if [ "$fault" = criu-fail ]; then
     case $phase in
-      restore) agent_args=(--faults restore) ;;
+      restore) agent_args=(--inject-fault restore) ;;
       lazyfill) ;;
       *) cleanup_cell; printf '%-9s | %-12s | %s\n' "$phase" "$fault" "n/a: CRIU does not run on the target in this phase"; return 0 ;;
     esac

@@ -22,7 +22,7 @@ public sealed record CriuFlags
             o => o.ShellJob = true),
         new("file-locks", "Migrate the file locks (flock, POSIX, OFD) the tree holds. Not for files on storage the target shares: the restore there waits for the locks the frozen source copy still holds",
             o => o.FileLocks = true),
-        new("ext-unix-sk", "Allow unix sockets connected to a process outside the tree (the peer must exist on the target as well)",
+        new("ext-unix-sk", "Allow unix sockets connected to a process outside the tree. CRIU restores only a named datagram peer (such as /dev/log), which must exist on the target as well; a stream connection to an outside process cannot move",
             o => o.ExtUnixSk = true),
     ];
 
@@ -48,7 +48,12 @@ public sealed record CriuFlags
     /// <exception cref="ArgumentException">A name is not an option of <see cref="All"/>.</exception>
     public static CriuFlags FromNames(IEnumerable<string> names)
     {
-        var list = names.ToArray();
+        var list = names.Take(MaxNames + 1).ToArray();
+        if (list.Length > MaxNames)
+        {
+            throw new ArgumentException($"more than {MaxNames} CRIU options named; there are {All.Count}", nameof(names));
+        }
+
         var unknown = list.Where(n => !s_byName.ContainsKey(n)).Distinct(StringComparer.Ordinal).ToArray();
         if (unknown.Length > 0)
         {
@@ -75,5 +80,14 @@ public sealed record CriuFlags
     /// <summary>"--tcp-established --shell-job", or "none".</summary>
     public override string ToString() => _set.Count == 0 ? "none" : string.Join(' ', Names.Select(n => "--" + n));
 
-    private static string Clip(string s) => s.Length <= 40 ? s : s[..40] + "...";
+    /// <summary>Names accepted in one set, repeats included: anything longer is not a user's set of options.</summary>
+    public const int MaxNames = 64;
+
+    /// <summary>A name as it may be shown: at most 40 characters, control and other unprintable characters as '?'.</summary>
+    private static string Clip(string s)
+    {
+        var shown = s.Length <= 40 ? s : s[..40];
+        var chars = shown.Select(c => char.IsControl(c) || char.IsSurrogate(c) || c == '\uFFFD' ? '?' : c).ToArray();
+        return new string(chars) + (s.Length > 40 ? "..." : "");
+    }
 }

@@ -45,4 +45,20 @@ public sealed class CriuFlagsTests
         Assert.Contains("known: tcp-established, shell-job, file-locks, ext-unix-sk", ex.Message, StringComparison.Ordinal);
         Assert.True(ex.Message.Length < 400, "a hostile name is clipped");
     }
+
+    [Fact]
+    public void UnknownNamesAreShownWithoutTheirControlCharacters()
+    {
+        var ex = Assert.Throws<ArgumentException>(() => CriuFlags.FromNames(["evil\u001b[2J\nname"]));
+        Assert.Contains("'evil?[2J?name'", ex.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\u001b', ex.Message);
+    }
+
+    [Fact]
+    public void MoreNamesThanAnyoneSetsAreRefused()
+    {
+        Assert.Equal(["tcp-established"], CriuFlags.FromNames(Enumerable.Repeat("tcp-established", CriuFlags.MaxNames)).Names);
+        var ex = Assert.Throws<ArgumentException>(() => CriuFlags.FromNames(Enumerable.Repeat("tcp-established", 1_000_000)));
+        Assert.Contains("more than 64", ex.Message, StringComparison.Ordinal);
+    }
 }
