@@ -35,7 +35,7 @@ internal sealed partial class Cutover
     [LoggerMessage(EventId = 215, Level = LogLevel.Warning, Message = "{Note}")]
     private partial void LogPrecopyFallback(string note);
 
-    [LoggerMessage(EventId = 218, Level = LogLevel.Error, Message = "the target refused to resume its copy (pid {Pid}) after the source copy was stopped: the workload is lost ({Message})")]
+    [LoggerMessage(EventId = 228, Level = LogLevel.Error, Message = "the target refused to resume its copy (pid {Pid}) after the source copy was stopped: the workload is lost ({Message})")]
     private partial void LogWorkloadLost(int pid, string message);
 
     [LoggerMessage(EventId = 216, Level = LogLevel.Warning, Message = "could not kill the source tree ({Error}); CRIU kills it and the commit waits for it")]
