@@ -203,7 +203,8 @@ static void fill_buffer(void)
 	for (size_t p = 0; p < npages; p++)
 		if (page_kind(p) != K_ZERO) /* zero pages are never touched... */
 			expected_page(p, buf + p * PAGE);
-		else if (zero_present && !populated) /* ...unless --zero-present: resident zero pages, as a real heap has */
+		else if (zero_present &&
+			 !populated) /* ...unless --zero-present: resident zero pages, as a real heap has */
 			memset(buf + p * PAGE, 0, PAGE);
 }
 
@@ -563,7 +564,8 @@ int main(int argc, char **argv)
 			ready_fd = (int)rfd;
 			break;
 		case 'h':
-			printf("usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--sparse K] [--zero-present] "
+			printf("usage: %s --mib N --port P --file PATH [--seed S] [--mix] [--sparse K] "
+			       "[--zero-present] "
 			       "[--write-rate PCT|max] [--ready-fd FD]\n",
 			       argv[0]);
 			return 0;
