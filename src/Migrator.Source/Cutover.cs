@@ -48,6 +48,7 @@ internal sealed partial class Cutover
     private IPageTransport? _pages;
     private CancellationTokenSource? _frozenCts;
     private string _dumpLog = "";
+    private Engine.Processes.TreeThrottle? _throttle;
 
     public Cutover(SourceMigration owner, CriuClient criu, IMigrationTarget target, SourceMigrationOptions options, ILogger logger, TimeProvider time,
         TargetMigration begun, TimeSpan beginTook, int pid, string work, string images, long started, IProgress<MigrationProgress>? progress)
@@ -81,6 +82,7 @@ internal sealed partial class Cutover
                     await PrecopyAsync(ct).ConfigureAwait(false);
                 }
 
+                await LiftThrottleAsync().ConfigureAwait(false); // at the freeze: CRIU must find the tree running
                 var dumpFailure = await DumpAsync(frozenCts.Token).ConfigureAwait(false);
                 if (_options.DryRun && dumpFailure is null && _transferDone != 0)
                 {
@@ -91,6 +93,7 @@ internal sealed partial class Cutover
             }
             finally
             {
+                await LiftThrottleAsync().ConfigureAwait(false);
                 _precopy?.Dispose();
             }
         }
@@ -140,7 +143,9 @@ internal sealed partial class Cutover
         {
             await precopy.RunAsync(_pages!, _options.Precopy, (it, stop) => _progress?.Report(new MigrationProgress(MigrationPhase.Precopy,
                 $"iteration {it.Index}: sent {it.PagesSent} pages ({it.PagesSent * 4096 / 1048576.0:0.0} MiB, {it.BytesOnWire / 1048576.0:0.0} MiB on the wire) in {it.Elapsed.TotalMilliseconds:0} ms, " +
-                $"{it.BytesPerSecond / 1048576:0} MiB/s of non-zero pages; {it.DirtyPagesFound} pages dirty{(stop is null ? "" : $"; stopping: {stop}")}")), ct).ConfigureAwait(false);
+                $"{it.BytesPerSecond / 1048576:0} MiB/s of non-zero pages; {it.DirtyPagesFound} pages dirty" +
+                (it.ThrottlePercent > 0 ? $"; throttled {it.ThrottlePercent}%" : "") + (stop is null ? "" : $"; stopping: {stop}"))), ct,
+                _options.Precopy.AutoConverge ? () => _throttle ??= Engine.Processes.TreeThrottle.Start(_pid) : null).ConfigureAwait(false);
             // The target orders what it holds into a parent image now, while the workload runs (pages written
             // meanwhile are caught by the tracker and go in the final round).
             _progress?.Report(new MigrationProgress(MigrationPhase.Precopy, "target preparing its images of the pre-copied pages"));
@@ -168,6 +173,15 @@ internal sealed partial class Cutover
             await _owner.AbortTargetAsync(Id, $"pre-copy failed: {ex.Message}").ConfigureAwait(false);
             throw new MigrationException(MigrationPhase.Precopy, WorkloadOutcome.Untouched,
                 $"pre-copy failed: {ex.Message}; the workload (pid {_pid}) was never frozen", ex);
+        }
+    }
+
+    /// <summary>Ends auto-converge's throttle, if one ran: the tree runs freely again (and is not stopped by it) once this returns.</summary>
+    private async Task LiftThrottleAsync()
+    {
+        if (_throttle is { } throttle)
+        {
+            await throttle.DisposeAsync().ConfigureAwait(false);
         }
     }
 
@@ -318,6 +332,7 @@ internal sealed partial class Cutover
         Pages = _pageStats,
         Iterations = _precopy?.Iterations ?? [],
         PrecopyNote = _precopyNote,
+        ThrottlePercent = _throttle?.MaxReached ?? 0,
         FinalRound = _finalRound,
         BytesFrozen = _bytesSent + (_pageStats?.WireBytes ?? 0) - _wireBeforeFreeze,
         Frozen = _time.GetElapsedTime(_frozenAt, resumed),

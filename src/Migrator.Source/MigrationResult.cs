@@ -24,6 +24,9 @@ public sealed record MigrationResult
     /// <summary>Why pre-copy stopped, or why it did not run (fallback to cold).</summary>
     public string? PrecopyNote { get; init; }
 
+    /// <summary>The highest level auto-converge throttled the tree to during pre-copy, in percent stopped (0: never).</summary>
+    public int ThrottlePercent { get; init; }
+
     /// <summary>The last round of a lazy final dump (null otherwise).</summary>
     public FinalRound? FinalRound { get; init; }
 

@@ -22,6 +22,8 @@ var restorePages = new Option<string>("--restore-pages") { Description = "precop
 restorePages.AcceptOnlyFromAmong("lazy", "eager");
 var maxIterations = new Option<int>("--max-iterations") { Description = "Pre-copy iterations at most, the full first copy included", DefaultValueFactory = _ => 8 };
 var maxDowntime = new Option<int>("--max-downtime") { Description = "Milliseconds the final dirty set may take to move at the measured rate: pre-copy stops once it fits", DefaultValueFactory = _ => 100 };
+var autoConverge = new Option<string>("--auto-converge") { Description = "precopy mode: on: when the tree writes faster than the link moves its dirty pages within --max-downtime, throttle it (SIGSTOP/SIGCONT duty cycle: 20% of each 100 ms stopped, +10% per iteration that still does not converge, up to 99%) instead of freezing with its whole hot set; lifted at the freeze and on every failure. off: never slow the tree", DefaultValueFactory = _ => "on" };
+autoConverge.AcceptOnlyFromAmong("on", "off");
 var json = new Option<bool>("--json") { Description = "Print the result as one JSON object on the last line of stdout" };
 var workDir = new Option<string>("--work-dir") { Description = "Staging directory for the dump (removed afterwards; CRIU logs kept)", DefaultValueFactory = _ => "/var/lib/migrate/source" };
 var logDir = new Option<string>("--log-dir") { Description = "Directory for this command's log file", DefaultValueFactory = _ => "/var/log/migrate" };
@@ -50,7 +52,7 @@ var root = new RootCommand("""
     4 the source copy is gone and the target refused to resume its copy (it could not get its memory): none runs.
     """)
 {
-    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, json, workDir, logDir, keepImages, moveAddress, addressHook, timeout, compress, dryRun, verbose, pidArg,
+    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, autoConverge, json, workDir, logDir, keepImages, moveAddress, addressHook, timeout, compress, dryRun, verbose, pidArg,
 };
 foreach (var (_, option) in criuFlags)
 {
@@ -128,6 +130,7 @@ root.SetAction(async (parse, ct) =>
             {
                 MaxIterations = Math.Max(1, parse.GetValue(maxIterations)),
                 MaxDowntime = TimeSpan.FromMilliseconds(Math.Max(1, parse.GetValue(maxDowntime))),
+                AutoConverge = parse.GetValue(autoConverge) == "on",
             },
         };
         using (credentials)
@@ -182,7 +185,8 @@ root.SetAction(async (parse, ct) =>
 
             if (r.Iterations.Count > 0)
             {
-                Console.Out.WriteLine($"  precopy  {r.Iterations.Count} iterations, {r.Iterations.Sum(i => i.PagesSent)} pages; stopped: {r.PrecopyNote}");
+                Console.Out.WriteLine($"  precopy  {r.Iterations.Count} iterations, {r.Iterations.Sum(i => i.PagesSent)} pages; stopped: {r.PrecopyNote}" +
+                    (r.ThrottlePercent > 0 ? $"; auto-converge throttled the tree up to {r.ThrottlePercent}%" : ""));
             }
             else if (r.PrecopyNote is not null)
             {
@@ -227,7 +231,9 @@ root.SetAction(async (parse, ct) =>
                         ["wireBytes"] = i.BytesOnWire,
                         ["dirtyPages"] = i.DirtyPagesFound,
                         ["ms"] = Math.Round(i.Elapsed.TotalMilliseconds, 1),
+                        ["throttlePercent"] = i.ThrottlePercent,
                     }).ToArray(),
+                    ["throttlePercent"] = r.ThrottlePercent,
                 };
                 if (r.PrecopyNote is not null)
                 {

@@ -22,6 +22,30 @@ public sealed record PrecopyPolicy
     /// <summary>Stop when the dirty set grew by more than this over the previous iteration (phaul's 10%).</summary>
     public double GrowthLimit { get; init; } = 1.10;
 
+    /// <summary>
+    /// Auto-converge, as QEMU's: when the dirty set does not fit the budget and pre-copy would stop on growth or on the
+    /// iteration limit, throttle the tree (<see cref="Engine.Processes.TreeThrottle"/>) and iterate on instead.
+    /// </summary>
+    public bool AutoConverge { get; init; } = true;
+
+    /// <summary>The first throttle level, in percent of the time the tree is stopped (QEMU's cpu-throttle-initial).</summary>
+    public int ThrottleInitial { get; init; } = 20;
+
+    /// <summary>Added to the level on every iteration that still does not converge (QEMU's cpu-throttle-increment).</summary>
+    public int ThrottleIncrement { get; init; } = 10;
+
+    /// <summary>Whether <paramref name="dirtyPages"/> can move within the budget at <paramref name="bytesPerSecond"/>.</summary>
+    public bool Fits(long dirtyPages, double bytesPerSecond) =>
+        dirtyPages <= SmallDirtyPages || (bytesPerSecond > 0 && dirtyPages * 4096.0 / bytesPerSecond <= MaxDowntime.TotalSeconds);
+
+    /// <summary>
+    /// The throttle level for the next iteration when the one at <paramref name="level"/> did not converge, or null when
+    /// it is at its highest already (pre-copy then stops with what is dirty).
+    /// </summary>
+    public int? NextThrottle(int level) => level >= Engine.Processes.TreeThrottle.MaxLevel ? null
+        : level <= 0 ? Math.Clamp(ThrottleInitial, 1, Engine.Processes.TreeThrottle.MaxLevel)
+        : Math.Min(level + Math.Max(ThrottleIncrement, 1), Engine.Processes.TreeThrottle.MaxLevel);
+
     /// <summary>Decides after an iteration that found <paramref name="dirtyPages"/> dirty; null to go on, else why to stop.</summary>
     public string? StopReason(int iteration, long dirtyPages, long previousDirtyPages, double bytesPerSecond)
     {

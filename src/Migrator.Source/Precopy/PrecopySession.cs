@@ -13,7 +13,8 @@ namespace Migration.Source.Precopy;
 public sealed record FinalRound(int Tasks, long CleanPages, long MemoryPages, long ImagePages, TimeSpan Elapsed);
 
 /// <summary>One pre-copy iteration, as the CLI shows it. <see cref="BytesPerSecond"/> counts pages with data (zero pages cross as a flag).</summary>
-public sealed record PrecopyIteration(int Index, long PagesSent, long BytesOnWire, long DirtyPagesFound, TimeSpan Elapsed, double BytesPerSecond);
+public sealed record PrecopyIteration(int Index, long PagesSent, long BytesOnWire, long DirtyPagesFound, TimeSpan Elapsed, double BytesPerSecond,
+    int ThrottlePercent = 0);
 
 /// <summary>
 /// Iterative pre-copy of a running tree: a dirty tracker on every task, iteration 0 sends every resident page of
@@ -82,9 +83,16 @@ public sealed partial class PrecopySession : ICutoverFilter, IDisposable
     }
 
     /// <summary>Runs iterations until the policy says stop. Every round is acknowledged by the target before the next.</summary>
+    /// <remarks>
+    /// With <paramref name="throttle"/> (auto-converge on), an iteration whose dirty set does not fit the budget and
+    /// that would stop on growth or on the iteration limit throttles the tree instead (the level rising per iteration,
+    /// <see cref="PrecopyPolicy.NextThrottle"/>) and iterates on, until the set fits or the throttle is at its highest.
+    /// The caller lifts the throttle (the factory's result) before the freeze and on every failure.
+    /// </remarks>
     public async Task<IReadOnlyList<PrecopyIteration>> RunAsync(IPageTransport transport, PrecopyPolicy policy,
-        Action<PrecopyIteration, string?>? progress, CancellationToken ct)
+        Action<PrecopyIteration, string?>? progress, CancellationToken ct, Func<Engine.Processes.TreeThrottle>? throttle = null)
     {
+        Engine.Processes.TreeThrottle? throttled = null;
         var dirty = new List<(ulong Start, ulong Pages)>();
         long previousDirty = 0;
         byte[] buffer = ArrayPool<byte>.Shared.Rent(ChunkPages * PageSize);
@@ -137,9 +145,19 @@ public sealed partial class PrecopySession : ICutoverFilter, IDisposable
 
                 // What is dirty now is what the next iteration (or the cutover) must move.
                 long nowDirty = PeekDirtyPages();
-                var iteration = new PrecopyIteration(i, sent, wire, nowDirty, sw.Elapsed, rate);
+                var iteration = new PrecopyIteration(i, sent, wire, nowDirty, sw.Elapsed, rate, throttled?.Level ?? 0);
                 _iterations.Add(iteration);
                 StopReason = policy.StopReason(i, nowDirty, previousDirty, rate);
+                if (StopReason is not null && throttle is not null && !policy.Fits(nowDirty, rate)
+                    && policy.NextThrottle(throttled?.Level ?? 0) is int level)
+                {
+                    // Writes outpace the link: slow the writer rather than freeze with its whole hot set.
+                    throttled ??= throttle();
+                    throttled.Set(level);
+                    LogThrottled(_logger, i, nowDirty, level, StopReason);
+                    StopReason = null;
+                }
+
                 LogIteration(_logger, i, sent, wire, nowDirty, sw.Elapsed.TotalMilliseconds, StopReason ?? "continue");
                 progress?.Invoke(iteration, StopReason);
                 if (StopReason is not null)
@@ -419,6 +437,9 @@ public sealed partial class PrecopySession : ICutoverFilter, IDisposable
         _tasks.Clear();
         _byVpid.Clear();
     }
+
+    [LoggerMessage(EventId = 229, Level = LogLevel.Information, Message = "pre-copy iteration {Index}: {Dirty} pages dirty do not fit the budget ({Reason}); auto-converge throttles the tree to {Level}% stopped")]
+    private static partial void LogThrottled(ILogger logger, int index, long dirty, int level, string reason);
 
     [LoggerMessage(EventId = 220, Level = LogLevel.Information, Message = "dirty tracking attached to {Tasks} tasks")]
     private static partial void LogAttached(ILogger logger, int tasks);

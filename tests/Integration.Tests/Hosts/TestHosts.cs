@@ -136,6 +136,10 @@ public sealed class TestHosts : IAsyncDisposable
         TargetNetns = (await Run.CheckedAsync("nsenter", $"--net=/run/netns/{Target}", "readlink", "/proc/self/ns/net")).Trim();
     }
 
+    /// <summary>Gives the source's link a real bandwidth (tc tbf, e.g. "1gbit"); removed with the namespace.</summary>
+    public Task LimitSourceLinkAsync(string rate) =>
+        Run.CheckedAsync("tc", "-n", Source, "qdisc", "replace", "dev", SourceInterface, "root", "tbf", "rate", rate, "burst", "256k", "latency", "50ms");
+
     /// <summary>Writes a fresh random token file (mode 600) and returns its path.</summary>
     public string NewToken(string name = "token")
     {

@@ -24,7 +24,7 @@ public sealed class Workload : IAsyncDisposable
     public int Port { get; }
 
     public static async Task<Workload> StartAsync(TestHosts hosts, int mib, int port = 9000, bool mix = true, int writeRate = 0, bool zeroPresent = false,
-        int sparse = 1)
+        int sparse = 1, bool unpaced = false)
     {
         var dataFile = Path.Combine(hosts.Root, $"memwork-{Guid.NewGuid():N}.dat");
         var args = new List<string>(TestHosts.On(hosts.Source))
@@ -48,7 +48,11 @@ public sealed class Workload : IAsyncDisposable
             args.AddRange(["--sparse", sparse.ToString(CultureInfo.InvariantCulture)]);
         }
 
-        if (writeRate > 0)
+        if (unpaced)
+        {
+            args.AddRange(["--write-rate", "max"]);
+        }
+        else if (writeRate > 0)
         {
             args.AddRange(["--write-rate", writeRate.ToString(CultureInfo.InvariantCulture)]);
         }

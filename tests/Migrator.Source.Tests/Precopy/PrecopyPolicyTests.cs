@@ -14,6 +14,30 @@ public class PrecopyPolicyTests
         Assert.Equal(8, _policy.MaxIterations);
         Assert.Equal(TimeSpan.FromMilliseconds(100), _policy.MaxDowntime);
         Assert.Equal(64, _policy.SmallDirtyPages);
+        Assert.True(_policy.AutoConverge);
+    }
+
+    [Fact]
+    public void Throttle_StartsAt20_RisesBy10_EndsAt99_ThenNoHigher()
+    {
+        var levels = new List<int>();
+        for (int? l = _policy.NextThrottle(0); l is int level; l = _policy.NextThrottle(level))
+        {
+            levels.Add(level);
+        }
+
+        Assert.Equal([20, 30, 40, 50, 60, 70, 80, 90, 99], levels);
+        Assert.Equal(5, new PrecopyPolicy { ThrottleInitial = 5, ThrottleIncrement = 0 }.NextThrottle(0));
+        Assert.Equal(6, new PrecopyPolicy { ThrottleInitial = 5, ThrottleIncrement = 0 }.NextThrottle(5)); // never stuck
+    }
+
+    [Fact]
+    public void Fits_IsWhatTheBudgetRuleSays()
+    {
+        Assert.True(_policy.Fits(64, 0));
+        Assert.False(_policy.Fits(65, 0)); // no rate measured: never fits
+        Assert.True(_policy.Fits(2560, 100 * MiBps));
+        Assert.False(_policy.Fits(2561, 100 * MiBps));
     }
 
     [Fact]
