@@ -35,6 +35,8 @@ APT_PACKAGES=(
   iproute2 nftables util-linux procps python3-grpcio
   # Real servers nobody here wrote, migrated by the integration tests (their own services are not started).
   redis-server nginx-light default-jre-headless curl
+  # promtool checks the agent's /metrics in the tests (Prometheus' own server is not started).
+  prometheus
 )
 
 apt_updated=0

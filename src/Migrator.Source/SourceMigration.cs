@@ -5,6 +5,7 @@ using Migration.Engine.Criu;
 using Migration.Engine.Images;
 using Migration.Engine.Network;
 using Migration.Engine.Processes;
+using Migration.Engine.Telemetry;
 using Migration.PageServer.Transport;
 using Migration.Source.Agent;
 using Migration.Source.Precopy;
@@ -36,6 +37,7 @@ public sealed partial class SourceMigration(
         }
 
         Directory.CreateDirectory(options.WorkRoot);
+        MigrationMetrics.RecordStarted(MigrationMetrics.RoleSource, options.Mode);
         var work = Path.Combine(options.WorkRoot, $"{time.GetUtcNow():yyyyMMdd-HHmmss}-{pid}-{Random.Shared.Next(0x10000):x4}");
         var images = Path.Combine(work, "images");
         Directory.CreateDirectory(images);
@@ -51,7 +53,19 @@ public sealed partial class SourceMigration(
             var beginTook = time.GetElapsedTime(beginAt);
             LogBegun(begun.Id, begun.ProvisionedBytes >> 20, beginTook.TotalMilliseconds);
             var cutover = new Cutover(this, criu, target, options, _logger, time, begun, beginTook, pid, work, images, started, progress);
-            return await cutover.RunAsync(pageTransport, ct).ConfigureAwait(false);
+            var result = await cutover.RunAsync(pageTransport, ct).ConfigureAwait(false);
+            SourceMetrics.Succeeded(result);
+            return result;
+        }
+        catch (MigrationException ex)
+        {
+            SourceMetrics.Failed(options.Mode, ex, time.GetElapsedTime(started));
+            throw;
+        }
+        catch (OperationCanceledException)
+        {
+            SourceMetrics.Cancelled(options.Mode, time.GetElapsedTime(started));
+            throw;
         }
         finally
         {

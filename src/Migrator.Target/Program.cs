@@ -24,12 +24,13 @@ var reserveMib = new Option<int>("--reserve-mib") { Description = "Free disk spa
 var provisionMib = new Option<int>("--provision-mib") { Description = "Cold migrations: at most this many MiB of room (page cache and disk) made for the pages before the source freezes, so that storing them while the workload is frozen is faster; also bounded by half the available memory, half the usable disk and 10 s. 0: off", DefaultValueFactory = _ => 4096 };
 var serviceInterface = new Option<string>("--service-interface") { Description = "Interface that service addresses moved here (migrate --move-address) come up on; default: the interface holding the --listen address" };
 var addressHook = new Option<string>("--address-hook") { Description = "Program that brings a service address up or down instead of ip addr (a cloud VIP, a route, BGP): run as PROGRAM up|down ADDR/PREFIX IFACE, 10 s at most, exit 0 for success" };
+var metricsListen = new Option<string>("--metrics-listen") { Description = "Serve Prometheus metrics at http://ADDR:PORT/metrics (plain HTTP, no token: put it on a management network); PORT alone means 127.0.0.1:PORT. Off by default" };
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging" };
 var faults = new Option<string[]>("--inject-fault") { Description = $"Test only: fault points to hit ({string.Join(", ", Faults.All)})", Hidden = true, AllowMultipleArgumentsPerToken = false };
 
 var root = new RootCommand("migrate-agent: the target side of live process migration. Receives images from `migrate`, restores them with CRIU, and resumes the restored tree only when the source confirms its copy is gone.")
 {
-    listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, serviceInterface, addressHook, verbose, faults,
+    listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, serviceInterface, addressHook, metricsListen, verbose, faults,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -38,6 +39,16 @@ root.SetAction(async (parse, ct) =>
     {
         Console.Error.WriteLine($"migrate-agent: --listen {endpointError}");
         return 2;
+    }
+
+    Endpoint? metricsEndpoint = null;
+    if (parse.GetValue(metricsListen) is { } metricsText)
+    {
+        if (!AgentMetrics.TryParseListen(metricsText, out metricsEndpoint, out var metricsError))
+        {
+            Console.Error.WriteLine($"migrate-agent: --metrics-listen {metricsError}");
+            return 2;
+        }
     }
 
     var unknownFaults = (parse.GetValue(faults) ?? []).Except(Faults.All).ToArray();
@@ -159,7 +170,15 @@ root.SetAction(async (parse, ct) =>
             Log.Warning("removed the address lock {Lock} an earlier run of the agent left", stale);
         }
 
+        TargetMetrics.Observe(app.Services.GetRequiredService<TargetAgent>());
+        await using var metricsServer = metricsEndpoint is { } me
+            ? await AgentMetrics.StartAsync(me, app.Services.GetRequiredService<CriuClient>(), ct) : null;
         await app.StartAsync(ct);
+        if (metricsEndpoint is { } served)
+        {
+            Log.Information("serving Prometheus metrics on http://{Endpoint}/metrics", served.ToString());
+        }
+
         Log.Information("migrate-agent {Version} listening on {Endpoint} (token key id {KeyId}), work directory {WorkDir}, criu {Criu}",
             TargetAgent.Version, endpoint.ToString(), credentials.KeyId, options.WorkRoot, app.Services.GetRequiredService<CriuOptions>().CriuPath);
         if (options.Faults.Count > 0)

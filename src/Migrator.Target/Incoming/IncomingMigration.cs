@@ -54,7 +54,22 @@ public sealed partial class IncomingMigration : IDisposable
 
     public string ImagesDir { get; }
 
-    public IncomingState State { get; private set; }
+    public IncomingState State
+    {
+        get;
+        private set
+        {
+            var was = field;
+            field = value;
+            if (was != value)
+            {
+                StateChanged?.Invoke(was, value);
+            }
+        }
+    }
+
+    /// <summary>Called (under the migration's lock: keep it short) with the old and the new state at every change.</summary>
+    internal Action<IncomingState, IncomingState>? StateChanged { get; set; }
 
     public ulong BytesReceived
     {
@@ -105,6 +120,9 @@ public sealed partial class IncomingMigration : IDisposable
     /// <summary>Where the parent image (pre-copied pages in address order) goes: beside the images directory.</summary>
     /// <summary>The user's CRIU options the source's dump used: the restore applies the same.</summary>
     public CriuFlags Criu { get; init; } = CriuFlags.None;
+
+    /// <summary>cold or precopy, as the source began it.</summary>
+    public string Mode { get; init; } = "precopy";
 
     /// <summary>Service addresses that come up on this host's service interface just before the restore.</summary>
     public IReadOnlyList<Engine.Network.ServiceAddress> ServiceAddresses { get; init; } = [];

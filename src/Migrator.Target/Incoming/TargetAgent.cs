@@ -168,7 +168,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         var id = $"{DateTime.UtcNow:yyyyMMddHHmmss}-{Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4)).ToLowerInvariant()}";
         var dir = Path.Combine(options.WorkRoot, id);
         Directory.CreateDirectory(dir);
-        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>()) { Criu = criu ?? CriuFlags.None, ServiceAddresses = addresses };
+        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>()) { Criu = criu ?? CriuFlags.None, ServiceAddresses = addresses, Mode = mode };
         if (pagesFactory is not null)
         {
             m.Pages = pagesFactory(Path.Combine(dir, "pages"), usable);
@@ -181,6 +181,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
             }
         }
 
+        TargetMetrics.Track(m);
         _migrations[id] = m;
         LogBegun(id, sourceHost, sourcePid, dir);
         return m;
@@ -194,6 +195,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
     public async Task<int> RestoreAsync(string id, IReadOnlyList<ImageFileInfo> manifest, bool pagesStreamed, bool lazyPages, CancellationToken ct)
     {
         var m = Get(id);
+        long restoreStarted = System.Diagnostics.Stopwatch.GetTimestamp();
         m.VerifyManifest(manifest);
         if (lazyPages && pagesStreamed)
         {
@@ -240,6 +242,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
             }
 
             int pid = await m.RestoreAsync(criu, spec, ct).ConfigureAwait(false);
+            TargetMetrics.Restored(m, restoreStarted);
             if (locked)
             {
                 await AddressLock.UnlockAsync(m.Id, CancellationToken.None).ConfigureAwait(false);
