@@ -33,17 +33,21 @@ public sealed class Agent : IAsyncDisposable
     /// <summary>The agent's own pid (nsenter execs it).</summary>
     public int Pid => _process.Pid;
 
-    public static async Task<Agent> StartAsync(TestHosts hosts, string tokenFile, params string[] extraArgs)
+    public static Task<Agent> StartAsync(TestHosts hosts, string tokenFile, params string[] extraArgs) =>
+        StartOnAsync(hosts, hosts.Target, hosts.TargetAddress, "agent", tokenFile, extraArgs);
+
+    /// <summary>An agent on host <paramref name="netns"/> listening on <paramref name="address"/>; <paramref name="name"/> names its directories under the test's root.</summary>
+    public static async Task<Agent> StartOnAsync(TestHosts hosts, string netns, string address, string name, string tokenFile, params string[] extraArgs)
     {
-        var work = Path.Combine(hosts.Root, "agent-work");
-        var args = new List<string>(TestHosts.On(hosts.Target))
+        var work = Path.Combine(hosts.Root, $"{name}-work");
+        var args = new List<string>(TestHosts.On(netns))
         {
-            Binaries.Agent, "--listen", $"{hosts.TargetAddress}:{Port}", "--token-file", tokenFile,
-            "--work-dir", work, "--log-dir", Path.Combine(hosts.Root, "agent-logs"),
+            Binaries.Agent, "--listen", $"{address}:{Port}", "--token-file", tokenFile,
+            "--work-dir", work, "--log-dir", Path.Combine(hosts.Root, $"{name}-logs"),
         };
         args.AddRange(extraArgs);
         var process = new BackgroundProcess("nsenter", args);
-        var agent = new Agent(process, work, hosts.TargetAddress);
+        var agent = new Agent(process, work, address);
         try
         {
             await process.WaitForOutputAsync("listening on", TimeSpan.FromSeconds(30), "migrate-agent start");

@@ -5,9 +5,13 @@ namespace Migration.Integration.Tests.Hosts;
 /// <summary>Runs `migrate` on the source host and parses its --json result.</summary>
 public static class MigrateCommand
 {
-    public static async Task<(CommandResult Result, JsonElement Json)> RunAsync(TestHosts hosts, string to, string tokenFile, int pid, params string[] extra)
+    public static Task<(CommandResult Result, JsonElement Json)> RunAsync(TestHosts hosts, string to, string tokenFile, int pid, params string[] extra) =>
+        RunOnAsync(hosts, hosts.Source, to, tokenFile, pid, extra);
+
+    /// <summary>`migrate` run on host <paramref name="netns"/> (where the tree runs now).</summary>
+    public static async Task<(CommandResult Result, JsonElement Json)> RunOnAsync(TestHosts hosts, string netns, string to, string tokenFile, int pid, params string[] extra)
     {
-        var args = new List<string>(TestHosts.On(hosts.Source))
+        var args = new List<string>(TestHosts.On(netns))
         {
             Binaries.Migrate, "--to", to, "--token-file", tokenFile, "--json",
             "--work-dir", Path.Combine(hosts.Root, "source-work"), "--log-dir", Path.Combine(hosts.Root, "source-logs"),
