@@ -8,6 +8,9 @@ internal sealed partial class Cutover
     [LoggerMessage(EventId = 204, Level = LogLevel.Information, Message = "dumped {Files} image files, {Bytes} bytes, in {Ms:0} ms (tree frozen)")]
     private partial void LogDumped(int files, ulong bytes, double ms);
 
+    [LoggerMessage(EventId = 229, Level = LogLevel.Information, Message = "{Files} image files ({Bytes} bytes) on the target in {Ms:0.0} ms")]
+    private partial void LogImagesSent(int files, ulong bytes, double ms);
+
     [LoggerMessage(EventId = 205, Level = LogLevel.Information, Message = "restored on target as pid {Pid} (stopped); acknowledging post-dump")]
     private partial void LogRestored(int pid);
 

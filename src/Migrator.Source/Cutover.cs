@@ -247,8 +247,10 @@ internal sealed partial class Cutover
         LogDumped(_manifest.Count, ImageManifest.TotalBytes(_manifest), _time.GetElapsedTime(_frozenAt, _dumpDone).TotalMilliseconds);
         _progress?.Report(new MigrationProgress(MigrationPhase.Transfer,
             $"dumped {_manifest.Count} images, {ImageManifest.TotalBytes(_manifest) >> 20} MiB; sending"));
+        long sending = _time.GetTimestamp();
         _bytesSent = await _target.SendImagesAsync(Id, _images, _manifest, frozen).ConfigureAwait(false);
         _transferDone = _time.GetTimestamp();
+        LogImagesSent(_manifest.Count, _bytesSent, _time.GetElapsedTime(sending, _transferDone).TotalMilliseconds);
         if (_options.DryRun)
         {
             // Everything moved; nothing restored. CRIU resumes the tree (leave_running).

@@ -64,7 +64,7 @@ public sealed class SoakTests(ITestOutputHelper output)
 
         var on = (Netns: hosts.Source, Agent: agentA);
         var other = (Netns: hosts.Target, Agent: agentB);
-        var rows = new List<string> { "hop | from -> to | exit | frozen ms | client max gap ms | lost | duplicated | agent A rss MiB / .NET heap MiB / fds | agent B rss MiB / .NET heap MiB / fds" };
+        var rows = new List<string> { "hop | from -> to | exit | frozen ms (dump / transfer / restore) | client max gap ms | lost | duplicated | agent A rss MiB / .NET heap MiB / fds | agent B rss MiB / .NET heap MiB / fds" };
         var samples = new List<(long RssA, int FdsA, long RssB, int FdsB)>();
         var gaps = new List<double>();
         for (int hop = 1; hop <= hops; hop++)
@@ -88,7 +88,7 @@ public sealed class SoakTests(ITestOutputHelper output)
             gaps.Add(gap);
             var sample = (Rss(agentA.Pid), await SettledFdsAsync(agentA.Pid), Rss(agentB.Pid), await SettledFdsAsync(agentB.Pid));
             samples.Add(sample);
-            rows.Add($"{hop} | {Name(hosts, on.Netns)} -> {Name(hosts, other.Netns)} | {result.ExitCode} | {json.GetProperty("frozenMs").GetDouble():0} | {gap:0} | {s["lost"]} | {s["duplicated"]} | " +
+            rows.Add($"{hop} | {Name(hosts, on.Netns)} -> {Name(hosts, other.Netns)} | {result.ExitCode} | {json.GetProperty("frozenMs").GetDouble():0} ({json.GetProperty("dumpMs").GetDouble():0} / {json.GetProperty("transferMs").GetDouble():0} / {json.GetProperty("restoreMs").GetDouble():0}) | {gap:0} | {s["lost"]} | {s["duplicated"]} | " +
                 $"{sample.Item1 >> 20} / {await HeapMibAsync(hosts.Source)} / {sample.Item2} | {sample.Item3 >> 20} / {await HeapMibAsync(hosts.Target)} / {sample.Item4}");
             (on, other) = (other, on);
         }
