@@ -119,6 +119,14 @@ root.SetAction(async (parse, ct) =>
             // A call carries one message (each method is unary): nothing more is buffered for anyone.
             k.Limits.MaxRequestBodySize = ControlApi.MaxMessageBytes + ControlApi.MessagePrefixBytes;
             k.Limits.Http2.MaxStreamsPerConnection = 64;
+            // Hostile or broken clients: a bound on connections (a source uses one; watchers and operators a few), a
+            // TLS handshake that must end within 10 s (a stranger without the token never gets further), headers within
+            // 10 s, and HTTP/2 pings that close a connection whose peer vanished (a half-open one) within a minute.
+            k.Limits.MaxConcurrentConnections = ControlApi.MaxConnections;
+            k.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
+            k.Limits.KeepAliveTimeout = TimeSpan.FromMinutes(2);
+            k.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(30);
+            k.Limits.Http2.KeepAlivePingTimeout = TimeSpan.FromSeconds(30);
             // Image chunks are megabytes: windows of a few chunks keep a link busy (defaults are 768 KiB / 1 MiB).
             k.Limits.Http2.InitialStreamWindowSize = 16 << 20;
             k.Limits.Http2.InitialConnectionWindowSize = 32 << 20;
@@ -132,6 +140,7 @@ root.SetAction(async (parse, ct) =>
                         ServerCertificate = credentials.Certificate,
                         SslProtocols = System.Security.Authentication.SslProtocols.Tls13,
                         ClientCertificateMode = ClientCertificateMode.RequireCertificate,
+                        HandshakeTimeout = TimeSpan.FromSeconds(10),
                         // A caller is admitted only if it proves the token-derived key in the handshake.
                         ClientCertificateValidation = (cert, _, _) => credentials.IsPeer(cert),
                     });

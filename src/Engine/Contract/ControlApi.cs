@@ -11,4 +11,10 @@ public static class ControlApi
 
     /// <summary>gRPC's prefix of each message on the wire: a compressed flag and a 4-byte length (grpc/doc/PROTOCOL-HTTP2.md).</summary>
     public const int MessagePrefixBytes = 5;
+
+    /// <summary>
+    /// Connections the agent's control port holds at once (each carries up to 64 calls). A source needs one; what is
+    /// past the bound is closed at once by Kestrel, so a flood of idle connections cannot exhaust the agent.
+    /// </summary>
+    public const int MaxConnections = 128;
 }

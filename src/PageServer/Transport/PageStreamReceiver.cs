@@ -305,9 +305,11 @@ public static class PageStreamReceiver
                             case StoreKind.RoundEnd:
                                 await sink.CompleteRoundAsync(stop.Token).ConfigureAwait(false);
                                 stored.Rounds++;
+                                // Counted before the ack leaves: whoever the ack reaches first (the source, then a
+                                // GetMigration of its own) finds the round in the progress.
+                                watched?.RoundAcknowledged(item.RoundId);
                                 writer.WriteRoundAck(item.RoundId);
                                 await SendAsync(connection, output, stop.Token).ConfigureAwait(false);
-                                watched?.RoundAcknowledged(item.RoundId);
                                 break;
                         }
                     }
