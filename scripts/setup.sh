@@ -35,8 +35,9 @@ APT_PACKAGES=(
   iproute2 nftables util-linux procps python3-grpcio
   # Real servers nobody here wrote, migrated by the integration tests (their own services are not started).
   redis-server nginx-light default-jre-headless curl
-  # promtool checks the agent's /metrics in the tests (Prometheus' own server is not started).
-  prometheus
+  # promtool checks the agent's /metrics in the tests (Prometheus' own server is not started); headless Chromium,
+  # driven by chromedriver through python3-selenium, loads the agent's dashboard in a test.
+  prometheus chromium chromium-driver python3-selenium
 )
 
 apt_updated=0

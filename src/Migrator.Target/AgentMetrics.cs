@@ -1,5 +1,3 @@
-using System.Globalization;
-using System.Net;
 using Migration.Engine.Criu;
 using Migration.Engine.Telemetry;
 using Prometheus;
@@ -14,30 +12,6 @@ namespace Migration.Target;
 /// </summary>
 internal static class AgentMetrics
 {
-    /// <summary>"PORT" (on 127.0.0.1), "ADDR:PORT" or "[ADDR6]:PORT"; the address must be an IP literal.</summary>
-    public static bool TryParseListen(string text, out Endpoint? endpoint, out string error)
-    {
-        endpoint = null;
-        if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int port))
-        {
-            text = $"127.0.0.1:{port}";
-        }
-
-        if (!Endpoint.TryParse(text, out var parsed, out error))
-        {
-            return false;
-        }
-
-        if (!IPAddress.TryParse(parsed.Host, out _))
-        {
-            error = $"'{parsed.Host}': give an IP address (or only a port, for 127.0.0.1)";
-            return false;
-        }
-
-        endpoint = parsed;
-        return true;
-    }
-
     /// <summary>Starts exporting; the caller disposes the server to stop it.</summary>
     public static async Task<IAsyncDisposable> StartAsync(Endpoint endpoint, CriuClient criu, CancellationToken ct)
     {

@@ -25,12 +25,14 @@ var provisionMib = new Option<int>("--provision-mib") { Description = "Cold migr
 var serviceInterface = new Option<string>("--service-interface") { Description = "Interface that service addresses moved here (migrate --move-address) come up on; default: the interface holding the --listen address" };
 var addressHook = new Option<string>("--address-hook") { Description = "Program that brings a service address up or down instead of ip addr (a cloud VIP, a route, BGP): run as PROGRAM up|down ADDR/PREFIX IFACE, 10 s at most, exit 0 for success" };
 var metricsListen = new Option<string>("--metrics-listen") { Description = "Serve Prometheus metrics at http://ADDR:PORT/metrics (plain HTTP, no token: put it on a management network); PORT alone means 127.0.0.1:PORT. Off by default" };
+var dashboardListen = new Option<string>("--dashboard-listen") { Description = "Serve the web dashboard at http://ADDR:PORT/ (plain HTTP: bind to loopback and tunnel, or a management network); PORT alone means 127.0.0.1:PORT. Login with the token (operator) or --viewer-token-file. Off by default" };
+var viewerTokenFile = new Option<string>("--viewer-token-file") { Description = "A second token (mode 600, 24+ bytes) that logs in to the dashboard read-only; it opens nothing else" };
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging" };
 var faults = new Option<string[]>("--inject-fault") { Description = $"Test only: fault points to hit ({string.Join(", ", Faults.All)})", Hidden = true, AllowMultipleArgumentsPerToken = false };
 
 var root = new RootCommand("migrate-agent: the target side of live process migration. Receives images from `migrate`, restores them with CRIU, and resumes the restored tree only when the source confirms its copy is gone.")
 {
-    listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, serviceInterface, addressHook, metricsListen, verbose, faults,
+    listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, serviceInterface, addressHook, metricsListen, dashboardListen, viewerTokenFile, verbose, faults,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -44,11 +46,18 @@ root.SetAction(async (parse, ct) =>
     Endpoint? metricsEndpoint = null;
     if (parse.GetValue(metricsListen) is { } metricsText)
     {
-        if (!AgentMetrics.TryParseListen(metricsText, out metricsEndpoint, out var metricsError))
+        if (!PlainHttpListen.TryParse(metricsText, out metricsEndpoint, out var metricsError))
         {
             Console.Error.WriteLine($"migrate-agent: --metrics-listen {metricsError}");
             return 2;
         }
+    }
+
+    Endpoint? dashboardEndpoint = null;
+    if (parse.GetValue(dashboardListen) is { } dashboardText && !PlainHttpListen.TryParse(dashboardText, out dashboardEndpoint, out var dashboardError))
+    {
+        Console.Error.WriteLine($"migrate-agent: --dashboard-listen {dashboardError}");
+        return 2;
     }
 
     var unknownFaults = (parse.GetValue(faults) ?? []).Except(Faults.All).ToArray();
@@ -180,9 +189,35 @@ root.SetAction(async (parse, ct) =>
         }
 
         TargetMetrics.Observe(app.Services.GetRequiredService<TargetAgent>());
+        string? viewerToken = null;
+        if (parse.GetValue(viewerTokenFile) is { } viewerPath)
+        {
+            try
+            {
+                TokenCredentials.FromFile(viewerPath); // the same checks as the token: mode, length
+                viewerToken = File.ReadAllText(viewerPath).Trim();
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException)
+            {
+                Log.Error("cannot use the viewer token: {Message}", ex.Message);
+                return 2;
+            }
+        }
+
+        var targetAgent = app.Services.GetRequiredService<TargetAgent>();
+        await using var dashboard = dashboardEndpoint is { } de
+            ? await Migration.Target.Dashboard.DashboardServer.StartAsync(de, File.ReadAllText(parse.GetValue(tokenFile)!).Trim(), viewerToken,
+                canCancel => Migration.Target.Dashboard.DashboardStates.Of(targetAgent, canCancel),
+                app.Services.GetRequiredService<ILoggerFactory>(), ct)
+            : null;
         await using var metricsServer = metricsEndpoint is { } me
             ? await AgentMetrics.StartAsync(me, app.Services.GetRequiredService<CriuClient>(), ct) : null;
         await app.StartAsync(ct);
+        if (dashboardEndpoint is { } shown)
+        {
+            Log.Information("serving the dashboard on http://{Endpoint}/", shown.ToString());
+        }
+
         if (metricsEndpoint is { } served)
         {
             Log.Information("serving Prometheus metrics on http://{Endpoint}/metrics", served.ToString());

@@ -63,10 +63,22 @@ public sealed partial class IncomingMigration : IDisposable
             field = value;
             if (was != value)
             {
+                _history.Enqueue((value, DateTimeOffset.UtcNow));
                 StateChanged?.Invoke(was, value);
             }
         }
     }
+
+    private readonly System.Collections.Concurrent.ConcurrentQueue<(IncomingState State, DateTimeOffset At)> _history = new();
+
+    /// <summary>When the migration began here.</summary>
+    public DateTimeOffset BegunAt { get; } = DateTimeOffset.UtcNow;
+
+    /// <summary>Every state the migration entered after <see cref="IncomingState.Receiving"/>, with when.</summary>
+    public IReadOnlyList<(IncomingState State, DateTimeOffset At)> History => _history.ToArray();
+
+    /// <summary>The source host, as it named itself in <c>Begin</c>.</summary>
+    public string SourceHost { get; init; } = "";
 
     /// <summary>Called (under the migration's lock: keep it short) with the old and the new state at every change.</summary>
     internal Action<IncomingState, IncomingState>? StateChanged { get; set; }

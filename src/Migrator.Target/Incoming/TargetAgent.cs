@@ -168,7 +168,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         var id = $"{DateTime.UtcNow:yyyyMMddHHmmss}-{Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4)).ToLowerInvariant()}";
         var dir = Path.Combine(options.WorkRoot, id);
         Directory.CreateDirectory(dir);
-        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>()) { Criu = criu ?? CriuFlags.None, ServiceAddresses = addresses, Mode = mode };
+        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>()) { Criu = criu ?? CriuFlags.None, ServiceAddresses = addresses, Mode = mode, SourceHost = sourceHost };
         if (pagesFactory is not null)
         {
             m.Pages = pagesFactory(Path.Combine(dir, "pages"), usable);

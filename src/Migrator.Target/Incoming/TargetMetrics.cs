@@ -21,7 +21,7 @@ internal static class TargetMetrics
         string mode = m.Mode;
         long started = Stopwatch.GetTimestamp();
         MigrationMetrics.RecordStarted(Role, mode);
-        m.StateChanged = (was, now) =>
+        m.StateChanged += (was, now) =>
         {
             string? outcome = now switch
             {
