@@ -1,0 +1,42 @@
+using Xunit;
+
+namespace Migration.Source.Tests;
+
+public class CommitGateTests
+{
+    [Fact]
+    public void ACancelBeforeTheCommitWins_AndTheCutoverMayNotPass()
+    {
+        var gate = new CommitGate();
+        using var cts = new CancellationTokenSource();
+        Assert.True(gate.TryCancel(cts));
+        Assert.True(cts.IsCancellationRequested);
+        Assert.False(gate.TryPassCommit());
+        Assert.True(gate.Cancelled);
+        Assert.False(gate.Committing);
+    }
+
+    [Fact]
+    public void ACancelAfterTheCutoverPassedIsRefused_AndCancelsNothing()
+    {
+        var gate = new CommitGate();
+        using var cts = new CancellationTokenSource();
+        Assert.True(gate.TryPassCommit());
+        Assert.False(gate.TryCancel(cts));
+        Assert.False(cts.IsCancellationRequested);
+        Assert.True(gate.Committing);
+    }
+
+    [Fact]
+    public void RacingCancelsAndCommitsNeverBothWin()
+    {
+        for (int i = 0; i < 2000; i++)
+        {
+            var gate = new CommitGate();
+            using var cts = new CancellationTokenSource();
+            bool cancelled = false, committed = false;
+            Parallel.Invoke(() => cancelled = gate.TryCancel(cts), () => committed = gate.TryPassCommit());
+            Assert.True(cancelled ^ committed, $"round {i}: cancelled={cancelled}, committed={committed}");
+        }
+    }
+}
