@@ -171,9 +171,9 @@ internal sealed partial class Cutover
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException or Engine.Tracking.TrackerException or InvalidOperationException)
         {
-            await _owner.AbortTargetAsync(Id, $"pre-copy failed: {ex.Message}").ConfigureAwait(false);
-            throw new MigrationException(MigrationPhase.Precopy, WorkloadOutcome.Untouched,
-                $"pre-copy failed: {ex.Message}; the workload (pid {_pid}) was never frozen", ex);
+            var why = ex is OperationCanceledException && ct.IsCancellationRequested ? "cancelled during pre-copy" : $"pre-copy failed: {ex.Message}";
+            await _owner.AbortTargetAsync(Id, why).ConfigureAwait(false);
+            throw new MigrationException(MigrationPhase.Precopy, WorkloadOutcome.Untouched, $"{why}; the workload (pid {_pid}) was never frozen", ex);
         }
     }
 
