@@ -40,6 +40,7 @@ compress.AcceptOnlyFromAmong("auto", "always", "never");
 var dryRun = new Option<bool>("--dry-run") { Description = "Move the memory and images to the target and discard them there; the tree keeps running here. Measures what a migration would move and how fast" };
 var events = new Option<string>("--events") { Description = "jsonl: print every event of the migration (phases with timestamps, pre-copy iterations, notes, the outcome last) as one JSON object per line on stdout, in the form the agent's WatchMigration streams them (proto/migrate/v1/agent.proto, protobuf JSON); the progress lines on stderr stay" };
 events.AcceptOnlyFromAmong("jsonl");
+var viaAgent = new Option<string>("--via-agent") { Description = "Run the migration on the agent of the source host, HOST:PORT (migrate-agent --listen there, same token), and show its events here: StartMigration, then WatchMigration. PID is a process of that host; --to is the target agent as that host reaches it; the agent's own --address-hook and directories apply. Ctrl+C asks the agent to cancel (before the commit the workload resumes on the source). Exit 5: contact with the agent lost, the migration goes on there" };
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging on stderr" };
 var pidArg = new Argument<int>("PID") { Description = "Root of the process tree to migrate" };
 
@@ -52,10 +53,11 @@ var root = new RootCommand("""
 
     Exit codes: 0 migrated; 1 failed, the workload runs on the source (or was never touched);
     2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy;
-    4 the source copy is gone and the target refused to resume its copy (it could not get its memory): none runs.
+    4 the source copy is gone and the target refused to resume its copy (it could not get its memory): none runs;
+    5 (--via-agent) contact with the agent running the migration was lost: it goes on there.
     """)
 {
-    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, autoConverge, json, workDir, logDir, keepImages, moveAddress, addressHook, timeout, compress, dryRun, events, verbose, pidArg,
+    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, autoConverge, json, workDir, logDir, keepImages, moveAddress, addressHook, timeout, compress, dryRun, events, viaAgent, verbose, pidArg,
 };
 foreach (var (_, option) in criuFlags)
 {
@@ -136,6 +138,26 @@ root.SetAction(async (parse, ct) =>
                 AutoConverge = parse.GetValue(autoConverge) == "on",
             },
         };
+        if (parse.GetValue(viaAgent) is { } via)
+        {
+            if (!Endpoint.TryParse(via, out var agentEndpoint, out var viaError))
+            {
+                return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"--via-agent {viaError}");
+            }
+
+            if (options.AddressHook is not null)
+            {
+                return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, "--address-hook with --via-agent: the source agent runs its own --address-hook");
+            }
+
+            using (credentials)
+            {
+                Log.Information("migrating pid {Pid} to {Target} via the agent at {Agent}, log {LogPath}", pid, endpoint.ToString(), agentEndpoint.ToString(), logPath);
+                return await ViaAgent.RunAsync(agentEndpoint, endpoint, credentials, pid, MigrationWire.ToWire(options, parse.GetValue(compress)!),
+                    asJson, parse.GetValue(events) == "jsonl", ct);
+            }
+        }
+
         using (credentials)
         using (var channel = new AgentChannel(endpoint, credentials, TimeSpan.FromSeconds(10)))
         {
@@ -282,7 +304,9 @@ root.SetAction(async (parse, ct) =>
     }
 });
 
-return await root.Parse(args).InvokeAsync();
+// Ctrl+C cancels the migration; it then rolls back (or, with --via-agent, waits for the agent's rollback): the default
+// 2 s before the process is ended would cut that short.
+return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromMinutes(3) });
 
 static int Fail(bool asJson, int code, string phase, WorkloadOutcome outcome, string message)
 {
