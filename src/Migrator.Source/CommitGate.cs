@@ -5,6 +5,11 @@ namespace Migration.Source;
 /// before it stops the source copy for good (SIGKILL to the frozen tree, CRIU's post-dump acknowledged); a cancel
 /// before that wins and the cutover rolls back to the source instead; a cancel after it is refused. Both are decided
 /// under one lock, so a cancel never races a commit into "cancelled" and "migrated" at once.
+///
+/// Before the freeze a cancel cancels the migration's token (pre-copy stops where it is). From the freeze on it does
+/// not: a token cancelled inside CRIU's dump would cut the swrk connection while CRIU holds the tree. The cutover checks
+/// the gate instead at its own steps (post-dump, before the restore, at the commit) and refuses post-dump, which is
+/// the rollback CRIU is built for: it resumes the source.
 /// </summary>
 public sealed class CommitGate
 {
@@ -14,6 +19,7 @@ public sealed class CommitGate
     private enum State
     {
         Open,
+        Frozen,
         Committing,
         Cancelled,
     }
@@ -41,6 +47,21 @@ public sealed class CommitGate
         }
     }
 
+    /// <summary>The cutover's side, before CRIU's dump: true to freeze, false when a cancel came first (then it must not freeze).</summary>
+    public bool TryEnterFreeze()
+    {
+        lock (_lock)
+        {
+            if (_state == State.Cancelled)
+            {
+                return false;
+            }
+
+            _state = State.Frozen;
+            return true;
+        }
+    }
+
     /// <summary>The cutover's side: true to go on and commit, false when a cancel came first (then it must roll back).</summary>
     public bool TryPassCommit()
     {
@@ -56,10 +77,14 @@ public sealed class CommitGate
         }
     }
 
-    /// <summary>The canceller's side: true when the migration will not commit (cancel <paramref name="cts"/>, it rolls back); false when it is too late.</summary>
+    /// <summary>
+    /// The canceller's side: true when the migration will not commit (it rolls back; <paramref name="cts"/> is cancelled
+    /// if the tree is not frozen yet); false when it is too late.
+    /// </summary>
     public bool TryCancel(CancellationTokenSource cts)
     {
         ArgumentNullException.ThrowIfNull(cts);
+        bool frozen;
         lock (_lock)
         {
             if (_state == State.Committing)
@@ -67,10 +92,15 @@ public sealed class CommitGate
                 return false;
             }
 
+            frozen = _state == State.Frozen;
             _state = State.Cancelled;
         }
 
-        cts.Cancel();
+        if (!frozen)
+        {
+            cts.Cancel();
+        }
+
         return true;
     }
 }

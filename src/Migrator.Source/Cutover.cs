@@ -85,6 +85,11 @@ internal sealed partial class Cutover
                 }
 
                 await LiftThrottleAsync().ConfigureAwait(false); // at the freeze: CRIU must find the tree running
+                if (_gate is not null && !_gate.TryEnterFreeze())
+                {
+                    throw new OperationCanceledException("cancelled by the caller before the freeze");
+                }
+
                 var dumpFailure = await DumpAsync(frozenCts.Token).ConfigureAwait(false);
                 if (_options.DryRun && dumpFailure is null && _transferDone != 0)
                 {
@@ -236,6 +241,7 @@ internal sealed partial class Cutover
     private async Task OnPostDumpAsync()
     {
         _dumpDone = _time.GetTimestamp();
+        ThrowIfCancelled();
         _sourceTree = ProcessTree.Enumerate(_pid); // frozen: exactly the tasks CRIU dumped
         _frozenCts!.CancelAfter(_options.CutoverTimeout);
         var frozen = _frozenCts.Token;
@@ -261,6 +267,7 @@ internal sealed partial class Cutover
             return;
         }
 
+        ThrowIfCancelled();
         _events.Started(MigrationPhase.Restore, "restoring on target");
         if (_owner.Addresses.Any)
         {
@@ -276,6 +283,15 @@ internal sealed partial class Cutover
         LogRestored(_targetPid);
         _events.Ended(MigrationPhase.Restore, $"restored on the target as pid {_targetPid} (stopped)");
         await CommitEarlyAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>A cancel that came while frozen (<see cref="CommitGate"/>): refusing post-dump from here resumes the source.</summary>
+    private void ThrowIfCancelled()
+    {
+        if (_gate?.Cancelled == true)
+        {
+            throw new OperationCanceledException("cancelled by the caller");
+        }
     }
 
     /// <summary>The page stream's last round, acknowledged durable by the target; the tracker detached.</summary>

@@ -44,7 +44,7 @@ public sealed partial class SourceMigration(
         }
         catch (MigrationException ex)
         {
-            events.Outcome(MigrationOutcome.Of(ex, cancelled: ct.IsCancellationRequested));
+            events.Outcome(MigrationOutcome.Of(ex, cancelled: ct.IsCancellationRequested || gate?.Cancelled == true));
             throw;
         }
     }
@@ -81,7 +81,7 @@ public sealed partial class SourceMigration(
             var cutover = new Cutover(this, criu, target, options, _logger, time, begun, beginTook, pid, work, images, started, events, gate);
             return await cutover.RunAsync(pageTransport, ct).ConfigureAwait(false);
         }
-        catch (OperationCanceledException ex) when (ct.IsCancellationRequested)
+        catch (OperationCanceledException ex) when (ct.IsCancellationRequested || gate?.Cancelled == true)
         {
             // Cancelled before anything was frozen (the cutover turns a cancellation once frozen into its rollback).
             if (begun is not null)

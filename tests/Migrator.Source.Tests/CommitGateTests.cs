@@ -28,6 +28,27 @@ public class CommitGateTests
     }
 
     [Fact]
+    public void ACancelWhileFrozenLeavesTheTokenAlone_AndStopsTheCommit()
+    {
+        var gate = new CommitGate();
+        using var cts = new CancellationTokenSource();
+        Assert.True(gate.TryEnterFreeze());
+        Assert.True(gate.TryCancel(cts));
+        Assert.False(cts.IsCancellationRequested); // CRIU's dump is not cut: the cutover refuses post-dump at its next check
+        Assert.True(gate.Cancelled);
+        Assert.False(gate.TryPassCommit());
+    }
+
+    [Fact]
+    public void ACancelBeforeTheFreezeKeepsTheTreeFromBeingFrozen()
+    {
+        var gate = new CommitGate();
+        using var cts = new CancellationTokenSource();
+        Assert.True(gate.TryCancel(cts));
+        Assert.False(gate.TryEnterFreeze());
+    }
+
+    [Fact]
     public void RacingCancelsAndCommitsNeverBothWin()
     {
         for (int i = 0; i < 2000; i++)
