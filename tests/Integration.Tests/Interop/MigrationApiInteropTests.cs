@@ -145,5 +145,66 @@ public sealed class MigrationApiInteropTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// A cancel while the tree is frozen: the target agent is stopped (SIGSTOP) as the dump begins, so that the cutover
+    /// waits on it, the cancel comes, then the agent continues. The cutover refuses post-dump at its next step: CRIU
+    /// resumes the source copy and the target discards its own.
+    /// </summary>
+    [RequiresRootFact]
+    public async Task CancelledWhileFrozen_TheWorkloadResumesOnTheSource_AndTheTargetHoldsNothing()
+    {
+        await using var hosts = await TestHosts.CreateAsync();
+        var token = hosts.NewToken();
+        await using var target = await Agent.StartAsync(hosts, token);
+        await using var source = await Agent.StartOnSourceAsync(hosts, token);
+        await using var workload = await Workload.StartAsync(hosts, mib: 128, writeRate: 10);
+        int pid = workload.SinglePid();
+        var client = await PythonMigrationClient.CreateAsync(hosts, hosts.Source, source, token);
+
+        string id = (await client.CallAsync("start", pid.ToString(CultureInfo.InvariantCulture), target.Endpoint)).GetProperty("migration_id").GetString()!;
+        await using var watcher = client.Watch(id);
+        await watcher.WaitForOutputAsync("\"phase-started\", \"phase\": \"dump\"", TimeSpan.FromSeconds(120), "watcher: the freeze");
+        await Signal("STOP", target.Pid);
+        JsonElement cancelled;
+        try
+        {
+            var cancelling = client.CallAsync("cancel", id);
+            await Task.Delay(2000);
+            Assert.False(cancelling.IsCompleted, "the cancel answered while the target was stopped: the migration cannot have rolled back yet");
+            await Signal("CONT", target.Pid);
+            cancelled = await cancelling.WaitAsync(TimeSpan.FromSeconds(120));
+        }
+        finally
+        {
+            await Signal("CONT", target.Pid);
+        }
+
+        output.WriteLine(cancelled.ToString());
+        var outcome = cancelled.GetProperty("outcome");
+        Assert.True(outcome.GetProperty("cancelled").GetBoolean(), outcome.ToString());
+        Assert.Equal("running-on-source", outcome.GetProperty("workload").GetString());
+        Assert.Contains(outcome.GetProperty("failed_phase").GetString(), new[] { "transfer", "restore" });
+        Assert.True(await watcher.WaitForExitAsync(TimeSpan.FromSeconds(30)), "the watch stream did not end after the cancel");
+        Assert.DoesNotContain(PythonMigrationClient.EventsOf(watcher), e => e.Event.GetProperty("phase").GetString() == "commit");
+
+        Assert.Equal(pid, workload.SinglePid());
+        var after = await workload.StatusAsync(hosts.Source);
+        Assert.Equal("ok", after["verify"]);
+        Assert.Equal("ok", after["file"]);
+        var onTarget = await PythonMigrationClient.CreateAsync(hosts, hosts.Target, target, token);
+        var incoming = (await onTarget.CallAsync("list")).GetProperty("migrations").EnumerateArray().ToArray();
+        Assert.Equal("aborted", Assert.Single(incoming).GetProperty("state").GetString());
+        foreach (var dir in Directory.EnumerateDirectories(target.WorkDir))
+        {
+            Assert.DoesNotContain(Directory.EnumerateDirectories(dir).Select(Path.GetFileName), d => d is "images" or "pages" or "parent-images");
+        }
+
+        static async Task Signal(string signal, int pid)
+        {
+            using var kill = System.Diagnostics.Process.Start("kill", [$"-{signal}", pid.ToString(CultureInfo.InvariantCulture)]);
+            await kill.WaitForExitAsync();
+        }
+    }
+
     private static string Kind(JsonElement e) => e.GetProperty("kind").GetString()!;
 }
