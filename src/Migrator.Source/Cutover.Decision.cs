@@ -44,9 +44,14 @@ internal sealed partial class Cutover
         long committed = _committedAt;
         if (committed == 0)
         {
-            _progress?.Report(new MigrationProgress(MigrationPhase.Commit, "source stopped; resuming on target"));
+            if (!_events.HasStarted(MigrationPhase.Commit))
+            {
+                _events.Started(MigrationPhase.Commit, "source stopped; resuming on target");
+            }
+
             await CommitAsync(ct).ConfigureAwait(false);
             committed = _time.GetTimestamp();
+            _events.Ended(MigrationPhase.Commit, $"workload resumed on the target as pid {_targetPid}");
         }
 
         await RemoveNetworkLockAsync().ConfigureAwait(false);

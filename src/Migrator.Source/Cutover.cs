@@ -4,6 +4,7 @@ using Migration.Engine.Images;
 using Migration.Engine.Processes;
 using Migration.PageServer.Transport;
 using Migration.Source.Agent;
+using Migration.Source.Events;
 using Migration.Source.Precopy;
 
 namespace Migration.Source;
@@ -31,7 +32,8 @@ internal sealed partial class Cutover
     private readonly string _work;
     private readonly string _images;
     private readonly long _started;
-    private readonly IProgress<MigrationProgress>? _progress;
+    private readonly MigrationEvents _events;
+    private readonly CommitGate? _gate;
 
     // What the migration did so far: timestamps (0: not reached), what moved, what the target holds.
     private long _frozenAt, _dumpDone, _transferDone, _restoreDone, _committedAt;
@@ -51,10 +53,10 @@ internal sealed partial class Cutover
     private Engine.Processes.TreeThrottle? _throttle;
 
     public Cutover(SourceMigration owner, CriuClient criu, IMigrationTarget target, SourceMigrationOptions options, ILogger logger, TimeProvider time,
-        TargetMigration begun, TimeSpan beginTook, int pid, string work, string images, long started, IProgress<MigrationProgress>? progress)
+        TargetMigration begun, TimeSpan beginTook, int pid, string work, string images, long started, MigrationEvents events, CommitGate? gate)
     {
         (_owner, _criu, _target, _options, _logger, _time) = (owner, criu, target, options, logger, time);
-        (_begun, _beginTook, _pid, _work, _images, _started, _progress) = (begun, beginTook, pid, work, images, started, progress);
+        (_begun, _beginTook, _pid, _work, _images, _started, _events, _gate) = (begun, beginTook, pid, work, images, started, events, gate);
     }
 
     private string Id => _begun.Id;
@@ -83,6 +85,11 @@ internal sealed partial class Cutover
                 }
 
                 await LiftThrottleAsync().ConfigureAwait(false); // at the freeze: CRIU must find the tree running
+                if (_gate is not null && !_gate.TryEnterFreeze())
+                {
+                    throw new OperationCanceledException("cancelled by the caller before the freeze");
+                }
+
                 var dumpFailure = await DumpAsync(frozenCts.Token).ConfigureAwait(false);
                 if (_options.DryRun && dumpFailure is null && _transferDone != 0)
                 {
@@ -129,7 +136,7 @@ internal sealed partial class Cutover
         if (_precopyNote is not null)
         {
             LogPrecopyFallback(_precopyNote);
-            _progress?.Report(new MigrationProgress(MigrationPhase.Precopy, _precopyNote));
+            _events.Note(MigrationPhase.Precopy, _precopyNote);
         }
 
         return session;
@@ -139,16 +146,14 @@ internal sealed partial class Cutover
     private async Task PrecopyAsync(CancellationToken ct)
     {
         var precopy = _precopy!;
+        _events.Started(MigrationPhase.Precopy, "copying memory while the workload runs");
         try
         {
-            await precopy.RunAsync(_pages!, _options.Precopy, (it, stop) => _progress?.Report(new MigrationProgress(MigrationPhase.Precopy,
-                $"iteration {it.Index}: sent {it.PagesSent} pages ({it.PagesSent * 4096 / 1048576.0:0.0} MiB, {it.BytesOnWire / 1048576.0:0.0} MiB on the wire) in {it.Elapsed.TotalMilliseconds:0} ms, " +
-                $"{it.BytesPerSecond / 1048576:0} MiB/s of non-zero pages; {it.DirtyPagesFound} pages dirty" +
-                (it.ThrottlePercent > 0 ? $"; throttled {it.ThrottlePercent}%" : "") + (stop is null ? "" : $"; stopping: {stop}"))), ct,
+            await precopy.RunAsync(_pages!, _options.Precopy, _events.Iteration, ct,
                 _options.Precopy.AutoConverge ? () => _throttle ??= Engine.Processes.TreeThrottle.Start(_pid) : null).ConfigureAwait(false);
             // The target orders what it holds into a parent image now, while the workload runs (pages written
             // meanwhile are caught by the tracker and go in the final round).
-            _progress?.Report(new MigrationProgress(MigrationPhase.Precopy, "target preparing its images of the pre-copied pages"));
+            _events.Note(MigrationPhase.Precopy, "target preparing its images of the pre-copied pages");
             await _owner.CallAsync(MigrationPhase.Precopy, WorkloadOutcome.Untouched, async c =>
             {
                 await _target.PrepareCutoverAsync(Id, c).ConfigureAwait(false);
@@ -162,6 +167,7 @@ internal sealed partial class Cutover
             }
 
             _precopyNote = precopy.StopReason;
+            _events.Ended(MigrationPhase.Precopy, $"{precopy.Iterations.Count} iterations; stopped: {_precopyNote}");
         }
         catch (MigrationException ex)
         {
@@ -170,9 +176,9 @@ internal sealed partial class Cutover
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException or Engine.Tracking.TrackerException or InvalidOperationException)
         {
-            await _owner.AbortTargetAsync(Id, $"pre-copy failed: {ex.Message}").ConfigureAwait(false);
-            throw new MigrationException(MigrationPhase.Precopy, WorkloadOutcome.Untouched,
-                $"pre-copy failed: {ex.Message}; the workload (pid {_pid}) was never frozen", ex);
+            var why = ex is OperationCanceledException && ct.IsCancellationRequested ? "cancelled during pre-copy" : $"pre-copy failed: {ex.Message}";
+            await _owner.AbortTargetAsync(Id, why).ConfigureAwait(false);
+            throw new MigrationException(MigrationPhase.Precopy, WorkloadOutcome.Untouched, $"{why}; the workload (pid {_pid}) was never frozen", ex);
         }
     }
 
@@ -218,7 +224,7 @@ internal sealed partial class Cutover
             case CriuScripts.PreDump:
                 _frozenAt = _time.GetTimestamp();
                 _wireBeforeFreeze = _pages?.Snapshot().WireBytes ?? 0;
-                _progress?.Report(new MigrationProgress(MigrationPhase.Dump, "freezing and dumping"));
+                _events.Started(MigrationPhase.Dump, "freezing and dumping");
                 return true;
             case CriuScripts.PostDump:
                 await OnPostDumpAsync().ConfigureAwait(false);
@@ -235,42 +241,59 @@ internal sealed partial class Cutover
     private async Task OnPostDumpAsync()
     {
         _dumpDone = _time.GetTimestamp();
+        ThrowIfCancelled();
         _sourceTree = ProcessTree.Enumerate(_pid); // frozen: exactly the tasks CRIU dumped
         _frozenCts!.CancelAfter(_options.CutoverTimeout);
         var frozen = _frozenCts.Token;
+        _events.Ended(MigrationPhase.Dump, "CRIU's dump done; the tree is frozen");
         if (_pages is not null)
         {
+            _events.Started(MigrationPhase.FinalRound, _lazyFinal ? "sending the pages written since the last iteration" : "waiting for the target to hold every page");
             await FinishPagesAsync(_pages, frozen).ConfigureAwait(false);
+            _events.Ended(MigrationPhase.FinalRound, _finalRound is { } fr
+                ? $"{fr.MemoryPages + fr.ImagePages} pages sent while frozen, {fr.CleanPages} kept from pre-copy"
+                : $"{_pageStats?.Pages} pages durable on the target");
         }
 
         _manifest = ImageManifest.Build(_images);
         LogDumped(_manifest.Count, ImageManifest.TotalBytes(_manifest), _time.GetElapsedTime(_frozenAt, _dumpDone).TotalMilliseconds);
-        _progress?.Report(new MigrationProgress(MigrationPhase.Transfer,
-            $"dumped {_manifest.Count} images, {ImageManifest.TotalBytes(_manifest) >> 20} MiB; sending"));
+        _events.Started(MigrationPhase.Transfer, $"dumped {_manifest.Count} images, {ImageManifest.TotalBytes(_manifest) >> 20} MiB; sending");
         long sending = _time.GetTimestamp();
         _bytesSent = await _target.SendImagesAsync(Id, _images, _manifest, frozen).ConfigureAwait(false);
         _transferDone = _time.GetTimestamp();
         LogImagesSent(_manifest.Count, _bytesSent, _time.GetElapsedTime(sending, _transferDone).TotalMilliseconds);
+        _events.Ended(MigrationPhase.Transfer, $"{_bytesSent} bytes of images sent");
         if (_options.DryRun)
         {
             // Everything moved; nothing restored. CRIU resumes the tree (leave_running).
             return;
         }
 
+        ThrowIfCancelled();
+        _events.Started(MigrationPhase.Restore, "restoring on target");
         if (_owner.Addresses.Any)
         {
             // The tree is frozen and its connections locked: nothing here answers for the address while it moves, and
             // the target brings it up before its restore binds to it. A rollback puts it back (RollBackAsync).
             await _owner.Addresses.TakeDownAsync(frozen).ConfigureAwait(false);
-            _progress?.Report(new MigrationProgress(MigrationPhase.Restore, $"service address {string.Join(", ", _options.MoveAddresses)} off this host"));
+            _events.Note(MigrationPhase.Restore, $"service address {string.Join(", ", _options.MoveAddresses)} off this host");
         }
 
-        _progress?.Report(new MigrationProgress(MigrationPhase.Restore, "restoring on target"));
         _targetPid = await _target.RestoreAsync(Id, _manifest, _pages is not null, _lazyFinal && _options.LazyRestore, frozen).ConfigureAwait(false);
         _restoreDone = _time.GetTimestamp();
         _restoredOnTarget = true;
         LogRestored(_targetPid);
+        _events.Ended(MigrationPhase.Restore, $"restored on the target as pid {_targetPid} (stopped)");
         await CommitEarlyAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>A cancel that came while frozen (<see cref="CommitGate"/>): refusing post-dump from here resumes the source.</summary>
+    private void ThrowIfCancelled()
+    {
+        if (_gate?.Cancelled == true)
+        {
+            throw new OperationCanceledException("cancelled by the caller");
+        }
     }
 
     /// <summary>The page stream's last round, acknowledged durable by the target; the tracker detached.</summary>
@@ -302,6 +325,13 @@ internal sealed partial class Cutover
     /// </summary>
     private async Task CommitEarlyAsync()
     {
+        if (_gate is not null && !_gate.TryPassCommit())
+        {
+            // Cancelled before the point of no return: refusing post-dump resumes the source (the rollback).
+            throw new OperationCanceledException("cancelled by the caller before the commit");
+        }
+
+        _events.Started(MigrationPhase.Commit, "source stopped; resuming on target");
         if (!KillFrozenTree(_sourceTree))
         {
             return;
@@ -309,10 +339,10 @@ internal sealed partial class Cutover
 
         try
         {
-            _progress?.Report(new MigrationProgress(MigrationPhase.Commit, "source stopped; resuming on target"));
             await _owner.CallAsync(MigrationPhase.Commit, WorkloadOutcome.OnTargetUnconfirmed, c => _target.CommitAsync(Id, c), CancellationToken.None)
                 .ConfigureAwait(false);
             _committedAt = _time.GetTimestamp();
+            _events.Ended(MigrationPhase.Commit, $"workload resumed on the target as pid {_targetPid}");
         }
         catch (MigrationException ex)
         {

@@ -7,6 +7,12 @@ public enum MigrationPhase
     Begin,
     Precopy,
     Dump,
+
+    /// <summary>
+    /// The tree frozen and dumped, the page stream's last round (pre-copy's rest, read from the frozen tree) until the
+    /// target acknowledges it. An event phase: a failure in it is reported as <see cref="Transfer"/>, as before it had a name.
+    /// </summary>
+    FinalRound,
     Transfer,
     Restore,
     Commit,

@@ -51,6 +51,3 @@ public sealed record MigrationResult
 
     public TimeSpan Begin { get; init; }
 }
-
-/// <summary>Progress of a running migration, for the CLI and logs.</summary>
-public sealed record MigrationProgress(MigrationPhase Phase, string Message);

@@ -25,11 +25,10 @@ internal static class SourceMetrics
         MigrationMetrics.RecordImageBytes(role, result.BytesSent > pageWire ? result.BytesSent - pageWire : 0);
     }
 
-    public static void Failed(string mode, MigrationException ex, TimeSpan took) =>
-        MigrationMetrics.RecordFinished(MigrationMetrics.RoleSource, mode, Outcome(ex.Outcome), Phase(ex.Phase), took);
-
-    public static void Cancelled(string mode, TimeSpan took) =>
-        MigrationMetrics.RecordFinished(MigrationMetrics.RoleSource, mode, "cancelled", "unknown", took);
+    /// <summary>A failed migration; a cancelled one that rolled back (or never froze) counts as <c>cancelled</c>.</summary>
+    public static void Failed(string mode, MigrationException ex, bool cancelled, TimeSpan took) =>
+        MigrationMetrics.RecordFinished(MigrationMetrics.RoleSource, mode,
+            cancelled && ex.Outcome is WorkloadOutcome.Untouched or WorkloadOutcome.ResumedOnSource ? "cancelled" : Outcome(ex.Outcome), Phase(ex.Phase), took);
 
     /// <summary>The outcome label of a failure: where the workload is.</summary>
     public static string Outcome(WorkloadOutcome outcome) => outcome switch

@@ -8,6 +8,7 @@ using Migration.Engine.Processes;
 using Migration.Engine.Telemetry;
 using Migration.PageServer.Transport;
 using Migration.Source.Agent;
+using Migration.Source.Events;
 using Migration.Source.Precopy;
 
 namespace Migration.Source;
@@ -27,7 +28,34 @@ public sealed partial class SourceMigration(
 
     public static string Version => Engine.BuildInfo.Version;
 
-    public async Task<MigrationResult> RunAsync(int pid, IProgress<MigrationProgress>? progress, CancellationToken ct)
+    /// <summary>
+    /// Migrates the tree of <paramref name="pid"/>. Its events (phases, iterations, notes, and the outcome last) go to
+    /// <paramref name="progress"/>. <paramref name="gate"/>, when given, is the point of no return a canceller shares
+    /// (<see cref="CommitGate"/>): cancelling <paramref name="ct"/> before it rolls back to the source and fails the
+    /// migration (<see cref="MigrationException"/>, the target told to discard), never leaving it half done.
+    /// </summary>
+    public async Task<MigrationResult> RunAsync(int pid, IProgress<MigrationEvent>? progress, CancellationToken ct, CommitGate? gate = null)
+    {
+        var events = new MigrationEvents(progress, time);
+        long started = time.GetTimestamp();
+        MigrationMetrics.RecordStarted(MigrationMetrics.RoleSource, options.Mode);
+        try
+        {
+            var result = await RunCoreAsync(pid, events, gate, ct).ConfigureAwait(false);
+            events.Outcome(MigrationOutcome.Of(result));
+            SourceMetrics.Succeeded(result);
+            return result;
+        }
+        catch (MigrationException ex)
+        {
+            bool cancelled = ct.IsCancellationRequested || gate?.Cancelled == true;
+            events.Outcome(MigrationOutcome.Of(ex, cancelled));
+            SourceMetrics.Failed(options.Mode, ex, cancelled, time.GetElapsedTime(started));
+            throw;
+        }
+    }
+
+    private async Task<MigrationResult> RunCoreAsync(int pid, MigrationEvents events, CommitGate? gate, CancellationToken ct)
     {
         long started = time.GetTimestamp();
         if (!ProcessTree.IsAlive(pid))
@@ -37,35 +65,38 @@ public sealed partial class SourceMigration(
         }
 
         Directory.CreateDirectory(options.WorkRoot);
-        MigrationMetrics.RecordStarted(MigrationMetrics.RoleSource, options.Mode);
         var work = Path.Combine(options.WorkRoot, $"{time.GetUtcNow():yyyyMMdd-HHmmss}-{pid}-{Random.Shared.Next(0x10000):x4}");
         var images = Path.Combine(work, "images");
         Directory.CreateDirectory(images);
         LogWorkDir(pid, work);
+        TargetMigration? begun = null;
         try
         {
-            await PreflightAsync(pid, work, progress, ct).ConfigureAwait(false);
+            await PreflightAsync(pid, work, events, ct).ConfigureAwait(false);
             // A cold dump writes every page on the target while the tree is frozen: the target makes room for them first.
             var tasks = options.Mode == "cold" ? ProcessTree.TaskMemory(pid, MaxTaskHints) : [];
             long beginAt = time.GetTimestamp();
-            var begun = await CallAsync(MigrationPhase.Begin, WorkloadOutcome.Untouched,
-                c => target.BeginAsync(pid, EstimateBytes(pid), options.Mode, tasks, options.Criu, options.MoveAddresses, c), ct).ConfigureAwait(false);
+            events.Started(MigrationPhase.Begin, "beginning the migration on the target");
+            // Not cancelled half way: a Begin the target completed must be known here, to be aborted there.
+            begun = await CallAsync(MigrationPhase.Begin, WorkloadOutcome.Untouched,
+                c => target.BeginAsync(pid, EstimateBytes(pid), options.Mode, tasks, options.Criu, options.MoveAddresses, c), CancellationToken.None).ConfigureAwait(false);
             var beginTook = time.GetElapsedTime(beginAt);
             LogBegun(begun.Id, begun.ProvisionedBytes >> 20, beginTook.TotalMilliseconds);
-            var cutover = new Cutover(this, criu, target, options, _logger, time, begun, beginTook, pid, work, images, started, progress);
-            var result = await cutover.RunAsync(pageTransport, ct).ConfigureAwait(false);
-            SourceMetrics.Succeeded(result);
-            return result;
+            events.Ended(MigrationPhase.Begin, $"migration {begun.Id} on the target", begun.Id);
+            ct.ThrowIfCancellationRequested();
+            var cutover = new Cutover(this, criu, target, options, _logger, time, begun, beginTook, pid, work, images, started, events, gate);
+            return await cutover.RunAsync(pageTransport, ct).ConfigureAwait(false);
         }
-        catch (MigrationException ex)
+        catch (OperationCanceledException ex) when (ct.IsCancellationRequested || gate?.Cancelled == true)
         {
-            SourceMetrics.Failed(options.Mode, ex, time.GetElapsedTime(started));
-            throw;
-        }
-        catch (OperationCanceledException)
-        {
-            SourceMetrics.Cancelled(options.Mode, time.GetElapsedTime(started));
-            throw;
+            // Cancelled before anything was frozen (the cutover turns a cancellation once frozen into its rollback).
+            if (begun is not null)
+            {
+                await AbortTargetAsync(begun.Id, "cancelled by the caller").ConfigureAwait(false);
+            }
+
+            throw new MigrationException(events.Current, WorkloadOutcome.Untouched,
+                $"cancelled in {events.Current.ToString().ToLowerInvariant()}; the workload (pid {pid}) was never frozen", ex);
         }
         finally
         {
@@ -78,13 +109,13 @@ public sealed partial class SourceMigration(
     /// <summary>The service addresses that move with the tree (one set per migration).</summary>
     internal ServiceAddresses Addresses => _addresses ??= new ServiceAddresses(options.MoveAddresses, new AddressMover(_logger, options.AddressHook), _logger);
 
-    private async Task PreflightAsync(int pid, string work, IProgress<MigrationProgress>? progress, CancellationToken ct)
+    private async Task PreflightAsync(int pid, string work, MigrationEvents events, CancellationToken ct)
     {
-        progress?.Report(new MigrationProgress(MigrationPhase.Preflight, "checking source and target"));
+        events.Started(MigrationPhase.Preflight, "checking source and target");
         var tree = ProcessTree.Enumerate(pid);
-        CheckSockets(tree, progress);
+        CheckSockets(tree, events);
         await Addresses.CheckAsync(ct).ConfigureAwait(false);
-        WarnOfOutsidePipes(tree, progress);
+        WarnOfOutsidePipes(tree, events);
         CriuVersionInfo version;
         byte[] cpuinfo;
         var cpuDir = Path.Combine(work, "cpuinfo");
@@ -123,8 +154,8 @@ public sealed partial class SourceMigration(
         }
 
         LogPreflightOk(reply.Hostname, version.ToString(), reply.Criu?.ToString() ?? "?", needed, reply.FreeBytes);
-        progress?.Report(new MigrationProgress(MigrationPhase.Preflight,
-            $"preflight ok: target {reply.Hostname}, CRIU {version} -> {reply.Criu}, ~{needed >> 20} MiB to move, {reply.FreeBytes >> 20} MiB free"));
+        events.Ended(MigrationPhase.Preflight,
+            $"preflight ok: target {reply.Hostname}, CRIU {version} -> {reply.Criu}, ~{needed >> 20} MiB to move, {reply.FreeBytes >> 20} MiB free");
     }
 
     /// <summary>Tells the target to discard the migration; a target that cannot be told is logged, not fatal.</summary>
@@ -173,7 +204,7 @@ public sealed partial class SourceMigration(
     /// silently: connected TCP sockets without --tcp-established (CRIU refuses them
     /// after the freeze), and loopback connections to a process outside the tree (its end stays behind).
     /// </summary>
-    private void CheckSockets(IReadOnlyList<int> tree, IProgress<MigrationProgress>? progress)
+    private void CheckSockets(IReadOnlyList<int> tree, MigrationEvents events)
     {
         var sockets = TreeSockets.List(tree);
         foreach (var socket in sockets)
@@ -207,10 +238,10 @@ public sealed partial class SourceMigration(
 
         if (sockets.Count > 0)
         {
-            progress?.Report(new MigrationProgress(MigrationPhase.Preflight, "sockets: " + string.Join(", ", sockets
+            events.Note(MigrationPhase.Preflight, "sockets: " + string.Join(", ", sockets
                 .GroupBy(s => s.Family == SocketFamily.Tcp ? (s.IsConnectedTcp ? "tcp connected" : $"tcp {s.State.ToLowerInvariant()}") : s.Family.ToString().ToLowerInvariant())
                 .OrderBy(g => g.Key, StringComparer.Ordinal)
-                .Select(g => $"{g.Count()} {g.Key}"))));
+                .Select(g => $"{g.Count()} {g.Key}")));
         }
 
         static string Name(IReadOnlyList<TreeSocket> list) =>
@@ -221,12 +252,12 @@ public sealed partial class SourceMigration(
     /// Pipes to a process outside the tree (a captured stdout or stderr) move without their other end: warned of, not
     /// refused, since a tree that never writes to them again is fine; the warning says what will happen.
     /// </summary>
-    private void WarnOfOutsidePipes(IReadOnlyList<int> tree, IProgress<MigrationProgress>? progress)
+    private void WarnOfOutsidePipes(IReadOnlyList<int> tree, MigrationEvents events)
     {
         foreach (var pipe in TreePipes.Outside(tree))
         {
             LogOutsidePipe(pipe.ToString());
-            progress?.Report(new MigrationProgress(MigrationPhase.Preflight, $"warning: {pipe}; redirect it to a file to keep it"));
+            events.Note(MigrationPhase.Preflight, $"warning: {pipe}; redirect it to a file to keep it");
         }
     }
 

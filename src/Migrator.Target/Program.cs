@@ -125,7 +125,7 @@ root.SetAction(async (parse, ct) =>
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
-            // A call carries one message (each method is unary): nothing more is buffered for anyone.
+            // A request carries one message (each method takes one; WatchMigration streams only its replies): nothing more is buffered for anyone.
             k.Limits.MaxRequestBodySize = ControlApi.MaxMessageBytes + ControlApi.MessagePrefixBytes;
             k.Limits.Http2.MaxStreamsPerConnection = 64;
             // Hostile or broken clients: a bound on connections (a source uses one; watchers and operators a few), a
@@ -173,6 +173,9 @@ root.SetAction(async (parse, ct) =>
             sp.GetRequiredService<CriuClient>(), options, sp.GetRequiredService<ILoggerFactory>(),
             (dir, maxBytes) => new PageStoreAttachment(new PageStore(dir, new PageStoreOptions { MaxBytes = (long)Math.Min(maxBytes, long.MaxValue), SyncToDisk = syncPages },
                 sp.GetRequiredService<ILogger<PageStore>>()))));
+        // The source role: migrations this agent starts (StartMigration) to other agents, with its own token.
+        builder.Services.AddSingleton(sp => new Migration.Target.Outgoing.OutgoingMigrations(sp.GetRequiredService<CriuClient>(), credentials, options,
+            sp.GetRequiredService<ILoggerFactory>(), TimeProvider.System));
         builder.Services.AddHostedService<PageStreamListener>();
         builder.Services.AddAgentApi();
 

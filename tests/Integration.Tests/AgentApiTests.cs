@@ -261,6 +261,55 @@ public sealed class AgentApiTests : IAsyncLifetime
         Assert.NotEmpty((await BeginAsync(known)).MigrationId);
     }
 
+    /// <summary>The source role's calls refuse what they cannot take, each with its status, before anything runs.</summary>
+    [RequiresRootFact]
+    public async Task StartMigrationRefusesBadInput_AndUnknownOutgoingMigrationsAreNotFound()
+    {
+        var good = new StartMigrationRequest { Pid = Environment.ProcessId, Target = "127.0.0.1:1" };
+        var cases = new (string What, StartMigrationRequest Request, StatusCode Code)[]
+        {
+            ("pid 0", new StartMigrationRequest { Pid = 0, Target = "127.0.0.1:1" }, StatusCode.InvalidArgument),
+            ("a target that is not HOST:PORT", new StartMigrationRequest { Pid = 2, Target = "no port" }, StatusCode.InvalidArgument),
+            ("a target of 10000 characters", new StartMigrationRequest { Pid = 2, Target = new string('a', 10_000) + ":1" }, StatusCode.InvalidArgument),
+            ("an unknown mode", With(o => o.Mode = "warm"), StatusCode.InvalidArgument),
+            ("an unknown CRIU option", With(o => o.CriuFlags.Add("leave-running")), StatusCode.InvalidArgument),
+            ("too many iterations", With(o => o.MaxIterations = 1_000_000), StatusCode.InvalidArgument),
+            ("a bad service address", With(o => o.MoveAddresses.Add("10.0.0.300/24")), StatusCode.InvalidArgument),
+            ("a process that does not exist", new StartMigrationRequest { Pid = 4_000_000, Target = "127.0.0.1:1" }, StatusCode.FailedPrecondition),
+            ("the tree of this test, the agent's parent", good, StatusCode.InvalidArgument),
+        };
+        foreach (var (what, request, code) in cases)
+        {
+            var ex = await Assert.ThrowsAsync<RpcException>(() => _channel!.CallAsync("StartMigration", (c, o) => c.StartMigrationAsync(request, o), s_timeout, default));
+            Assert.True(ex.StatusCode == code, $"{what}: {ex.StatusCode} {ex.Status.Detail}");
+        }
+
+        foreach (var call in new Func<Task>[]
+        {
+            () => _channel!.CallAsync("GetOutgoingMigration", (c, o) => c.GetOutgoingMigrationAsync(new GetOutgoingMigrationRequest { MigrationId = "out-nope" }, o), s_timeout, default),
+            () => _channel!.CallAsync("CancelMigration", (c, o) => c.CancelMigrationAsync(new CancelMigrationRequest { MigrationId = "out-nope" }, o), s_timeout, default),
+            async () =>
+            {
+                using var watch = _channel!.Client.WatchMigration(new WatchMigrationRequest { MigrationId = "out-nope" }, deadline: DateTime.UtcNow + s_timeout);
+                await watch.ResponseStream.MoveNext(default);
+            },
+        })
+        {
+            Assert.Equal(StatusCode.NotFound, (await Assert.ThrowsAsync<RpcException>(call)).StatusCode);
+        }
+
+        var listed = await _channel!.CallAsync("ListMigrations", (c, o) => c.ListMigrationsAsync(new ListMigrationsRequest(), o), s_timeout, default);
+        Assert.DoesNotContain(listed.Migrations, m => m.Direction == "outgoing");
+        Assert.False(_agent!.HasExited);
+
+        StartMigrationRequest With(Action<MigrationOptions> change)
+        {
+            var r = new StartMigrationRequest { Pid = Environment.ProcessId, Target = "127.0.0.1:1", Options = new MigrationOptions() };
+            change(r.Options);
+            return r;
+        }
+    }
+
     private async Task<string> BeginAsync() =>
         (await BeginAsync(new BeginRequest { SourceHost = "test", SourcePid = 1, BytesExpected = 1 << 20, Mode = "cold" })).MigrationId;
 

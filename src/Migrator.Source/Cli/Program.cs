@@ -7,6 +7,7 @@ using Migration.Engine.Security;
 using Migration.PageServer.Transport;
 using Migration.Source;
 using Migration.Source.Agent;
+using Migration.Source.Events;
 using Migration.Source.Precopy;
 using Serilog;
 using Serilog.Events;
@@ -37,6 +38,9 @@ var timeout = new Option<int>("--timeout") { Description = "Seconds the target g
 var compress = new Option<string>("--compress") { Description = "LZ4 on the page stream: auto (on unless the target is on loopback, where the link is not the bottleneck), always, never. Zero pages are elided always", DefaultValueFactory = _ => "auto" };
 compress.AcceptOnlyFromAmong("auto", "always", "never");
 var dryRun = new Option<bool>("--dry-run") { Description = "Move the memory and images to the target and discard them there; the tree keeps running here. Measures what a migration would move and how fast" };
+var events = new Option<string>("--events") { Description = "jsonl: print every event of the migration (phases with timestamps, pre-copy iterations, notes, the outcome last) as one JSON object per line on stdout, in the form the agent's WatchMigration streams them (proto/migrate/v1/agent.proto, protobuf JSON); the progress lines on stderr stay" };
+events.AcceptOnlyFromAmong("jsonl");
+var viaAgent = new Option<string>("--via-agent") { Description = "Run the migration on the agent of the source host, HOST:PORT (migrate-agent --listen there, same token), and show its events here: StartMigration, then WatchMigration. PID is a process of that host; --to is the target agent as that host reaches it; the agent's own --address-hook and directories apply. Ctrl+C asks the agent to cancel (before the commit the workload resumes on the source). Exit 5: contact with the agent lost, the migration goes on there" };
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging on stderr" };
 var pidArg = new Argument<int>("PID") { Description = "Root of the process tree to migrate" };
 
@@ -49,10 +53,11 @@ var root = new RootCommand("""
 
     Exit codes: 0 migrated; 1 failed, the workload runs on the source (or was never touched);
     2 usage error; 3 the source copy is gone but the target could not confirm resuming its copy;
-    4 the source copy is gone and the target refused to resume its copy (it could not get its memory): none runs.
+    4 the source copy is gone and the target refused to resume its copy (it could not get its memory): none runs;
+    5 (--via-agent) contact with the agent running the migration was lost: it goes on there.
     """)
 {
-    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, autoConverge, json, workDir, logDir, keepImages, moveAddress, addressHook, timeout, compress, dryRun, verbose, pidArg,
+    to, tokenFile, mode, finalDump, restorePages, maxIterations, maxDowntime, autoConverge, json, workDir, logDir, keepImages, moveAddress, addressHook, timeout, compress, dryRun, events, viaAgent, verbose, pidArg,
 };
 foreach (var (_, option) in criuFlags)
 {
@@ -133,6 +138,26 @@ root.SetAction(async (parse, ct) =>
                 AutoConverge = parse.GetValue(autoConverge) == "on",
             },
         };
+        if (parse.GetValue(viaAgent) is { } via)
+        {
+            if (!Endpoint.TryParse(via, out var agentEndpoint, out var viaError))
+            {
+                return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, $"--via-agent {viaError}");
+            }
+
+            if (options.AddressHook is not null)
+            {
+                return Fail(asJson, 2, "usage", WorkloadOutcome.Untouched, "--address-hook with --via-agent: the source agent runs its own --address-hook");
+            }
+
+            using (credentials)
+            {
+                Log.Information("migrating pid {Pid} to {Target} via the agent at {Agent}, log {LogPath}", pid, endpoint.ToString(), agentEndpoint.ToString(), logPath);
+                return await ViaAgent.RunAsync(agentEndpoint, endpoint, credentials, pid, MigrationWire.ToWire(options, parse.GetValue(compress)!),
+                    asJson, parse.GetValue(events) == "jsonl", ct);
+            }
+        }
+
         using (credentials)
         using (var channel = new AgentChannel(endpoint, credentials, TimeSpan.FromSeconds(10)))
         {
@@ -155,7 +180,20 @@ root.SetAction(async (parse, ct) =>
                     await Task.WhenAny(warmup, Task.Delay(TimeSpan.FromSeconds(5), c));
                     return await SourcePageTransport.StartAsync(endpoint with { Port = begun.PagePort }, credentials, begun.Id, loggers, c, codec);
                 });
-            var progress = new SyncProgress(p => Console.Error.WriteLine($"[{p.Phase.ToString().ToLowerInvariant()}] {p.Message}"));
+            bool jsonl = parse.GetValue(events) == "jsonl";
+            long seq = 0;
+            var progress = new SyncProgress(e =>
+            {
+                if (e.Message.Length > 0 && e.Kind != MigrationEventKind.Outcome)
+                {
+                    Console.Error.WriteLine($"[{MigrationWire.PhaseName(e.Phase)}] {e.Message}");
+                }
+
+                if (jsonl)
+                {
+                    Console.Out.WriteLine(Google.Protobuf.JsonFormatter.Default.Format(MigrationWire.ToWire(e, seq++)));
+                }
+            });
             Log.Information("migrating pid {Pid} to {Target} ({Mode}), log {LogPath}", pid, endpoint.ToString(), options.Mode, logPath);
             MigrationResult r;
             try
@@ -165,13 +203,7 @@ root.SetAction(async (parse, ct) =>
             catch (MigrationException ex)
             {
                 Log.Error("migration failed in {Phase}: {Message}", ex.Phase, ex.Message);
-                int code = ex.Outcome switch
-                {
-                    WorkloadOutcome.OnTargetUnconfirmed => 3,
-                    WorkloadOutcome.Lost => 4,
-                    _ => 1,
-                };
-                return Fail(asJson, code, ex.Phase.ToString().ToLowerInvariant(), ex.Outcome, $"{ex.Message} (log: {logPath})");
+                return Fail(asJson, MigrationOutcome.ExitCodeOf(ex.Outcome), MigrationWire.PhaseName(ex.Phase), ex.Outcome, $"{ex.Message} (log: {logPath})");
             }
 
             Console.Out.WriteLine(r.DryRun
@@ -272,20 +304,16 @@ root.SetAction(async (parse, ct) =>
     }
 });
 
-return await root.Parse(args).InvokeAsync();
+// Ctrl+C cancels the migration; it then rolls back (or, with --via-agent, waits for the agent's rollback): the default
+// 2 s before the process is ended would cut that short.
+return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromMinutes(3) });
 
 static int Fail(bool asJson, int code, string phase, WorkloadOutcome outcome, string message)
 {
     Console.Error.WriteLine($"migrate: {message}");
     if (asJson)
     {
-        var workload = outcome switch
-        {
-            WorkloadOutcome.Untouched => "untouched",
-            WorkloadOutcome.ResumedOnSource => "running-on-source",
-            WorkloadOutcome.Lost => "lost",
-            _ => "on-target-unconfirmed",
-        };
+        var workload = MigrationOutcome.WorkloadName(outcome);
         Console.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
         {
             ["status"] = "failed",
@@ -300,7 +328,7 @@ static int Fail(bool asJson, int code, string phase, WorkloadOutcome outcome, st
 
 
 /// <summary>Progress reported on the caller's thread (Progress&lt;T&gt; would post to the thread pool and reorder lines).</summary>
-internal sealed class SyncProgress(Action<MigrationProgress> report) : IProgress<MigrationProgress>
+internal sealed class SyncProgress(Action<MigrationEvent> report) : IProgress<MigrationEvent>
 {
-    public void Report(MigrationProgress value) => report(value);
+    public void Report(MigrationEvent value) => report(value);
 }

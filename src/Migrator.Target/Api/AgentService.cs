@@ -6,6 +6,7 @@ using Migration.Engine.Criu;
 using Migration.Engine.Images;
 using Migration.Engine.Processes;
 using Migration.Target.Incoming;
+using Migration.Target.Outgoing;
 using TaskMemory = Migration.Engine.Processes.TaskMemory;
 
 namespace Migration.Target.Api;
@@ -14,7 +15,8 @@ namespace Migration.Target.Api;
 /// The Agent service (proto/migrate/v1/agent.proto) over <see cref="TargetAgent"/>. Its methods throw what they refuse
 /// (<see cref="TargetRequestException"/>); <see cref="CallStatusInterceptor"/> makes that the caller's status.
 /// </summary>
-public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pageStreams, ILogger<AgentService> logger) : Agent.AgentBase
+public sealed partial class AgentService(TargetAgent agent, PageStreamOptions pageStreams, OutgoingMigrations outgoing, ILogger<AgentService> logger)
+    : Agent.AgentBase
 {
     /// <summary>Tasks a Begin may name (the source sends its largest 64): a bound on what one request makes the agent walk.</summary>
     public const int MaxTasks = 1024;

@@ -25,6 +25,13 @@ public sealed partial class AgentServiceBinding(ILogger<AgentServiceBinding> log
             ?? throw new InvalidOperationException($"{method.FullName} has no implementation on {nameof(Agent.AgentBase)}"))
         .CreateDelegate<UnaryServerMethod<AgentService, TRequest, TResponse>>();
 
+    private static ServerStreamingServerMethod<AgentService, TRequest, TResponse> StreamingImplementation<TRequest, TResponse>(Method<TRequest, TResponse> method)
+        where TRequest : class
+        where TResponse : class =>
+        (typeof(Agent.AgentBase).GetMethod(method.Name, [typeof(TRequest), typeof(IServerStreamWriter<TResponse>), typeof(ServerCallContext)])
+            ?? throw new InvalidOperationException($"{method.FullName} has no implementation on {nameof(Agent.AgentBase)}"))
+        .CreateDelegate<ServerStreamingServerMethod<AgentService, TRequest, TResponse>>();
+
     /// <summary><paramref name="method"/> with a request parser that refuses a malformed request as InvalidArgument.</summary>
     private Method<TRequest, TResponse> Checked<TRequest, TResponse>(Method<TRequest, TResponse> method)
         where TRequest : class
@@ -57,12 +64,13 @@ public sealed partial class AgentServiceBinding(ILogger<AgentServiceBinding> log
         public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, UnaryServerMethod<TRequest, TResponse>? handler) =>
             context.AddUnaryMethod(binding.Checked(method), s_metadata, Implementation(method));
 
-        // The Agent service has unary methods only; a streaming one added to the proto needs its binding here.
-        public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, ClientStreamingServerMethod<TRequest, TResponse>? handler) =>
-            throw new NotSupportedException($"{method.FullName}: streaming methods are not bound");
-
+        // Server streaming (WatchMigration): one request, checked as a unary one is, then a stream of replies.
         public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, ServerStreamingServerMethod<TRequest, TResponse>? handler) =>
-            throw new NotSupportedException($"{method.FullName}: streaming methods are not bound");
+            context.AddServerStreamingMethod(binding.Checked(method), s_metadata, StreamingImplementation(method));
+
+        // The Agent service has no client-streaming or duplex method; one added to the proto needs its binding here.
+        public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, ClientStreamingServerMethod<TRequest, TResponse>? handler) =>
+            throw new NotSupportedException($"{method.FullName}: client-streaming methods are not bound");
 
         public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, DuplexStreamingServerMethod<TRequest, TResponse>? handler) =>
             throw new NotSupportedException($"{method.FullName}: streaming methods are not bound");

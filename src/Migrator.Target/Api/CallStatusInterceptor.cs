@@ -18,24 +18,43 @@ public sealed partial class CallStatusInterceptor(ILogger<CallStatusInterceptor>
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            bool clientGone = context.GetHttpContext().RequestAborted.IsCancellationRequested;
-            var status = CallStatus.From(ex, context.Method, clientGone, out bool unexpected);
-            if (unexpected)
-            {
-                LogUnexpected(context.Method, ex);
-            }
-
-            if (status.StatusCode == StatusCode.Cancelled && clientGone)
-            {
-                LogClientGone(context.Method);
-            }
-            else
-            {
-                LogCallFailed(context.Method, status.StatusCode, status.Detail);
-            }
-
-            throw new RpcException(status);
+            throw Refusal(ex, context);
         }
+    }
+
+    /// <summary>A server stream (WatchMigration) the same way: a failure before or between its messages ends it with its status.</summary>
+    public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
+        ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        try
+        {
+            await continuation(request, responseStream, context).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            throw Refusal(ex, context);
+        }
+    }
+
+    private RpcException Refusal(Exception ex, ServerCallContext context)
+    {
+        bool clientGone = context.GetHttpContext().RequestAborted.IsCancellationRequested;
+        var status = CallStatus.From(ex, context.Method, clientGone, out bool unexpected);
+        if (unexpected)
+        {
+            LogUnexpected(context.Method, ex);
+        }
+
+        if (status.StatusCode == StatusCode.Cancelled && clientGone)
+        {
+            LogClientGone(context.Method);
+        }
+        else
+        {
+            LogCallFailed(context.Method, status.StatusCode, status.Detail);
+        }
+
+        return new RpcException(status);
     }
 
     [LoggerMessage(EventId = 500, Level = LogLevel.Warning, Message = "{Method} failed: {Status} {Detail}")]
