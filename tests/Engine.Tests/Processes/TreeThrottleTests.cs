@@ -15,16 +15,17 @@ public sealed class TreeThrottleTests : IDisposable
     {
         await using (var throttle = TreeThrottle.Start(_busy.Id))
         {
-            Assert.Equal(0, await StoppedSamplesAsync(TimeSpan.FromMilliseconds(400))); // level 0: runs freely
+            Assert.Equal(0, (await StoppedSamplesAsync(TimeSpan.FromMilliseconds(400))).Stopped); // level 0: runs freely
             throttle.Set(80);
             Assert.Equal(80, throttle.Level);
-            int stopped = await StoppedSamplesAsync(TimeSpan.FromSeconds(1));
-            Assert.True(stopped >= 50, $"at 80% the process was seen stopped in {stopped} of ~400 samples");
+            // A share, not a count: on a loaded machine the sampler itself runs less often. 80% stopped, at least half seen.
+            var (stopped, samples) = await StoppedSamplesAsync(TimeSpan.FromSeconds(1));
+            Assert.True(samples >= 20 && stopped >= samples / 2, $"at 80% the process was seen stopped in {stopped} of {samples} samples");
             throttle.Set(150);
             Assert.Equal(TreeThrottle.MaxLevel, throttle.MaxReached);
         }
 
-        Assert.Equal(0, await StoppedSamplesAsync(TimeSpan.FromMilliseconds(500)));
+        Assert.Equal(0, (await StoppedSamplesAsync(TimeSpan.FromMilliseconds(500))).Stopped);
     }
 
     [RequiresRootFact]
@@ -34,16 +35,16 @@ public sealed class TreeThrottleTests : IDisposable
         throttle.Set(50);
         await Task.Delay(300);
         await throttle.AbandonStoppedAsync();
-        Assert.Equal(0, await StoppedSamplesAsync(TimeSpan.FromMilliseconds(500)));
+        Assert.Equal(0, (await StoppedSamplesAsync(TimeSpan.FromMilliseconds(500))).Stopped);
     }
 
     /// <summary>
     /// How many of the samples taken about every 2 ms over <paramref name="span"/> saw the process stopped (state T). On
     /// a thread of its own with its own sleeps, so that no timer it shares with the throttle's cycle aligns the samples.
     /// </summary>
-    private Task<int> StoppedSamplesAsync(TimeSpan span) => Task.Factory.StartNew(() =>
+    private Task<(int Stopped, int Samples)> StoppedSamplesAsync(TimeSpan span) => Task.Factory.StartNew(() =>
     {
-        int stopped = 0;
+        int stopped = 0, samples = 0;
         var clock = Stopwatch.StartNew();
         while (clock.Elapsed < span)
         {
@@ -53,10 +54,11 @@ public sealed class TreeThrottleTests : IDisposable
                 stopped++;
             }
 
+            samples++;
             Thread.Sleep(2);
         }
 
-        return stopped;
+        return (stopped, samples);
     }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
     public void Dispose()
