@@ -210,7 +210,7 @@ root.SetAction(async (parse, ct) =>
         var targetAgent = app.Services.GetRequiredService<TargetAgent>();
         await using var dashboard = dashboardEndpoint is { } de
             ? await Migration.Target.Dashboard.DashboardServer.StartAsync(de, File.ReadAllText(parse.GetValue(tokenFile)!).Trim(), viewerToken,
-                canCancel => Migration.Target.Dashboard.DashboardStates.Of(targetAgent, canCancel),
+                canCancel => Migration.Target.Dashboard.DashboardStates.Of(targetAgent, app.Services.GetRequiredService<Migration.Target.Outgoing.OutgoingMigrations>(), canCancel),
                 app.Services.GetRequiredService<ILoggerFactory>(), ct)
             : null;
         await using var metricsServer = metricsEndpoint is { } me

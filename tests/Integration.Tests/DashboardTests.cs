@@ -32,7 +32,7 @@ public sealed class DashboardTests(ITestOutputHelper output)
         Directory.CreateDirectory(artifacts);
         string url = $"http://127.0.0.1:{DashboardPort}/";
 
-        var probe = ProbeAsync(hosts, url, token, artifacts, "running");
+        var probe = ProbeAsync(hosts.Target, url, token, artifacts, "running");
         await Task.Delay(2000); // the browser is up and logged in
         var migration = MigrateCommand.RunAsync(hosts, agent.Endpoint, token, workload.SinglePid());
         var running = await probe;
@@ -45,7 +45,7 @@ public sealed class DashboardTests(ITestOutputHelper output)
         Assert.True(running.GetProperty("ok").GetBoolean(), $"the page never showed the migration running: {running}");
         Assert.Contains(running.GetProperty("rows").EnumerateArray(), r => r.GetProperty("id").GetString() == id);
 
-        var done = await ProbeAsync(hosts, url, token, artifacts, "finished");
+        var done = await ProbeAsync(hosts.Target, url, token, artifacts, "finished");
         output.WriteLine($"finished: {done}");
         Assert.True(done.GetProperty("ok").GetBoolean(), $"the page never showed the migration finished: {done}");
         var row = done.GetProperty("rows").EnumerateArray().Single(r => r.GetProperty("id").GetString() == id);
@@ -59,10 +59,45 @@ public sealed class DashboardTests(ITestOutputHelper output)
         Assert.Contains(id, await File.ReadAllTextAsync(Path.Combine(artifacts, "finished.html")), StringComparison.Ordinal);
     }
 
-    /// <summary>The probe in the target host's network (where the dashboard listens on loopback); its JSON line.</summary>
-    private static async Task<JsonElement> ProbeAsync(TestHosts hosts, string url, string token, string artifacts, string what)
+    /// <summary>
+    /// The source host's agent runs the migration (migrate --via-agent): its dashboard shows it as outgoing, with the
+    /// source role's phases, pre-copy iterations and downtime, and its /metrics count it as the source.
+    /// </summary>
+    [RequiresRootFact]
+    public async Task SourceAgentsDashboardAndMetricsShowTheMigrationItRan()
     {
-        var r = await Run.CommandAsync("nsenter", [.. TestHosts.On(hosts.Target), Python, Path.Combine(Binaries.RepoRoot, "tests/Integration.Tests/Dashboard/dashboard_probe.py"),
+        await using var hosts = await TestHosts.CreateAsync();
+        var token = hosts.NewToken();
+        await using var target = await Agent.StartAsync(hosts, token);
+        await using var source = await Agent.StartOnSourceAsync(hosts, token,
+            "--dashboard-listen", DashboardPort.ToString(CultureInfo.InvariantCulture), "--metrics-listen", "9464");
+        await using var workload = await Workload.StartAsync(hosts, mib: 64, writeRate: 5);
+        var (result, _) = await MigrateCommand.RunAsync(hosts, target.Endpoint, token, workload.SinglePid(), "--via-agent", source.Endpoint);
+        output.WriteLine(result.ToString());
+        Assert.True(result.ExitCode == 0, result.ToString());
+
+        var artifacts = Path.Combine(Binaries.RepoRoot, "tests", "TestResults", "dashboard-source");
+        var done = await ProbeAsync(hosts.Source, $"http://127.0.0.1:{DashboardPort}/", token, artifacts, "finished");
+        output.WriteLine($"finished: {done}");
+        Assert.True(done.GetProperty("ok").GetBoolean(), $"the page never showed the migration finished: {done}");
+        Assert.Equal("succeeded", done.GetProperty("rows").EnumerateArray().Single().GetProperty("state").GetString());
+        Assert.Equal(["preflight", "begin", "precopy", "dump", "finalround", "transfer", "restore", "commit"],
+            done.GetProperty("phases").EnumerateArray().Select(p => p.GetString()));
+        Assert.True(done.GetProperty("iterationBars").GetInt32() >= 1, done.ToString());
+        Assert.EndsWith(" ms", done.GetProperty("downtime").GetString(), StringComparison.Ordinal);
+
+        var metrics = (await Run.CommandAsync("nsenter", [.. TestHosts.On(hosts.Source), "curl", "-sf", "http://127.0.0.1:9464/metrics"], TimeSpan.FromSeconds(20), "scrape")).Stdout;
+        Assert.Contains("migrate_migrations_started_total{mode=\"precopy\",role=\"source\"} 1", metrics, StringComparison.Ordinal);
+        Assert.Contains("migrate_migrations_finished_total{mode=\"precopy\",outcome=\"succeeded\",phase=\"done\",role=\"source\"} 1", metrics, StringComparison.Ordinal);
+        Assert.Contains("migrate_downtime_seconds_count{mode=\"precopy\"} 1", metrics, StringComparison.Ordinal);
+        var pages = System.Text.RegularExpressions.Regex.Match(metrics, @"^migrate_pages_total\{role=""source""\} (\d+)$", System.Text.RegularExpressions.RegexOptions.Multiline);
+        Assert.True(pages.Success && long.Parse(pages.Groups[1].Value, CultureInfo.InvariantCulture) > 1000, "the source counted the pages it sent");
+    }
+
+    /// <summary>The probe in a host's network (where the dashboard listens on loopback); its JSON line.</summary>
+    private static async Task<JsonElement> ProbeAsync(string netns, string url, string token, string artifacts, string what)
+    {
+        var r = await Run.CommandAsync("nsenter", [.. TestHosts.On(netns), Python, Path.Combine(Binaries.RepoRoot, "tests/Integration.Tests/Dashboard/dashboard_probe.py"),
             url, token, artifacts, what, "90"], TimeSpan.FromSeconds(150), "dashboard probe");
         var line = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith('{'));
         Assert.True(line is not null, $"the probe printed no result: {r}");

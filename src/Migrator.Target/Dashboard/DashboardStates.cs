@@ -1,5 +1,7 @@
 using Migration.PageServer.Store;
+using Migration.Source.Events;
 using Migration.Target.Incoming;
+using Migration.Target.Outgoing;
 
 namespace Migration.Target.Dashboard;
 
@@ -9,12 +11,80 @@ internal static class DashboardStates
     /// <summary>Migrations kept on the dashboard, newest first.</summary>
     public const int MaxShown = 50;
 
-    public static DashboardState Of(TargetAgent agent, bool canCancel, Func<IEnumerable<DashboardMigration>>? outgoing = null)
+    public static DashboardState Of(TargetAgent agent, OutgoingMigrations? outgoing, bool canCancel)
     {
-        var all = (outgoing?.Invoke() ?? []).Concat(agent.Migrations.Select(Incoming))
+        var all = (outgoing?.List() ?? []).Select(Outgoing).Concat(agent.Migrations.Select(Incoming))
             .OrderByDescending(m => m.StartedAt).Take(MaxShown).ToArray();
         return new DashboardState(Environment.MachineName, TargetAgent.Version, DateTimeOffset.UtcNow, canCancel, all);
     }
+
+    /// <summary>Notes shown per migration (the last ones).</summary>
+    private const int NotesShown = 8;
+
+    /// <summary>A migration this agent runs as its source: from its event log (phases, iterations, notes, outcome).</summary>
+    public static DashboardMigration Outgoing(OutgoingMigration m)
+    {
+        var events = m.Events.Snapshot();
+        var phases = new List<DashboardPhase>();
+        var open = new Dictionary<Source.MigrationPhase, int>();
+        var iterations = new List<DashboardIteration>();
+        var notes = new List<string>();
+        foreach (var e in events)
+        {
+            switch (e.Kind)
+            {
+                case MigrationEventKind.PhaseStarted:
+                    open[e.Phase] = phases.Count;
+                    phases.Add(new DashboardPhase(Name(e.Phase), e.At, null));
+                    break;
+                case MigrationEventKind.PhaseEnded when open.Remove(e.Phase, out int k):
+                    phases[k] = phases[k] with { End = e.At };
+                    break;
+                case MigrationEventKind.Iteration when e.Iteration is { } it:
+                    iterations.Add(new DashboardIteration(it.Index, (ulong)Math.Max(0, it.PagesSent), (ulong)Math.Max(0, it.DirtyPagesFound),
+                        it.Elapsed.TotalMilliseconds, it.BytesPerSecond / (1 << 20), it.ThrottlePercent));
+                    break;
+                case MigrationEventKind.Note:
+                    notes.Add(e.Message);
+                    break;
+            }
+        }
+
+        var outcome = m.Events.Outcome;
+        if (outcome is not null)
+        {
+            // A phase the migration failed in has no end: it ends with the outcome.
+            var at = events.Count > 0 ? events[^1].At : m.StartedAt;
+            for (int i = 0; i < phases.Count; i++)
+            {
+                phases[i] = phases[i].End is null ? phases[i] with { End = at } : phases[i];
+            }
+        }
+
+        var result = outcome?.Result;
+        return new DashboardMigration
+        {
+            Id = m.Id,
+            Direction = "outgoing",
+            Peer = m.Target.ToString(),
+            Pid = m.Pid,
+            Mode = result?.Mode ?? "",
+            State = m.State,
+            Finished = outcome is not null,
+            StartedAt = m.StartedAt,
+            Phases = phases,
+            Iterations = iterations,
+            DowntimeMs = result?.Frozen.TotalMilliseconds,
+            BytesSent = result?.BytesSent,
+            PagesMoved = result?.Pages?.Pages,
+            Workload = outcome?.Workload,
+            Error = outcome?.Error,
+            FailedPhase = outcome?.FailedPhase is { } fp ? Name(fp) : null,
+            Notes = notes.TakeLast(NotesShown).ToArray(),
+        };
+    }
+
+    private static string Name(Source.MigrationPhase phase) => phase.ToString().ToLowerInvariant();
 
     /// <summary>A migration this agent receives: its states as phases, its page stream's rounds, its lazy fill.</summary>
     public static DashboardMigration Incoming(IncomingMigration m)

@@ -65,29 +65,8 @@ public sealed class Agent : IAsyncDisposable
     /// An agent on the source host (its own work and log directories): it starts migrations from there (StartMigration),
     /// as the source role, to the target host's agent.
     /// </summary>
-    public static async Task<Agent> StartOnSourceAsync(TestHosts hosts, string tokenFile, params string[] extraArgs)
-    {
-        var work = Path.Combine(hosts.Root, "source-agent-work");
-        var args = new List<string>(TestHosts.On(hosts.Source))
-        {
-            Binaries.Agent, "--listen", $"{hosts.SourceAddress}:{Port}", "--token-file", tokenFile,
-            "--work-dir", work, "--log-dir", Path.Combine(hosts.Root, "source-agent-logs"),
-        };
-        args.AddRange(extraArgs);
-        var process = new BackgroundProcess("nsenter", args);
-        var agent = new Agent(process, work, hosts.SourceAddress);
-        try
-        {
-            await process.WaitForOutputAsync("listening on", TimeSpan.FromSeconds(30), "source migrate-agent start");
-        }
-        catch
-        {
-            await agent.DisposeAsync();
-            throw;
-        }
-
-        return agent;
-    }
+    public static Task<Agent> StartOnSourceAsync(TestHosts hosts, string tokenFile, params string[] extraArgs) =>
+        StartOnAsync(hosts, hosts.Source, hosts.SourceAddress, "source-agent", tokenFile, extraArgs);
 
     /// <summary>An agent on 127.0.0.1 of this (the root) namespace, for tests that call its API from the test process.</summary>
     public static async Task<Agent> StartOnLoopbackAsync(string root, string tokenFile, int port)
