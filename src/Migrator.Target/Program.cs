@@ -24,12 +24,14 @@ var reserveMib = new Option<int>("--reserve-mib") { Description = "Free disk spa
 var provisionMib = new Option<int>("--provision-mib") { Description = "Cold migrations: at most this many MiB of room (page cache and disk) made for the pages before the source freezes, so that storing them while the workload is frozen is faster; also bounded by half the available memory, half the usable disk and 10 s. 0: off", DefaultValueFactory = _ => 4096 };
 var serviceInterface = new Option<string>("--service-interface") { Description = "Interface that service addresses moved here (migrate --move-address) come up on; default: the interface holding the --listen address" };
 var addressHook = new Option<string>("--address-hook") { Description = "Program that brings a service address up or down instead of ip addr (a cloud VIP, a route, BGP): run as PROGRAM up|down ADDR/PREFIX IFACE, 10 s at most, exit 0 for success" };
+var promptClients = new Option<string>("--prompt-clients") { Description = "on: once a restored tree's connections on a moved service address (migrate --move-address) are here, make each client retransmit at once (RFC 6069 ICMP that undoes its backed-off retransmission timeout) instead of after a timeout that doubled while its packets were dropped during the freeze; a client socket with IP_RECVERR set reads the ICMP as one error. off: clients retransmit on their own timers", DefaultValueFactory = _ => "on" };
+promptClients.AcceptOnlyFromAmong("on", "off");
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging" };
 var faults = new Option<string[]>("--inject-fault") { Description = $"Test only: fault points to hit ({string.Join(", ", Faults.All)})", Hidden = true, AllowMultipleArgumentsPerToken = false };
 
 var root = new RootCommand("migrate-agent: the target side of live process migration. Receives images from `migrate`, restores them with CRIU, and resumes the restored tree only when the source confirms its copy is gone.")
 {
-    listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, serviceInterface, addressHook, verbose, faults,
+    listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, serviceInterface, addressHook, promptClients, verbose, faults,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -81,6 +83,7 @@ root.SetAction(async (parse, ct) =>
             ServiceInterface = parse.GetValue(serviceInterface) ?? (IPAddress.TryParse(endpoint.Host, out var listenIp)
                 ? await Migration.Engine.Network.AddressMover.InterfaceHoldingAsync(listenIp, ct) : null),
             AddressHook = parse.GetValue(addressHook),
+            PromptClients = parse.GetValue(promptClients) == "on",
         };
         if (options.AddressHook is { } hookPath && !File.Exists(hookPath))
         {
