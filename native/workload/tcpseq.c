@@ -1,10 +1,12 @@
 /*
  * tcpseq: a server and a client that prove a TCP connection survives a migration untouched.
  *
- *   tcpseq server ADDR PORT
+ *   tcpseq server ADDR PORT [BALLAST_MIB]
  *       Listens on ADDR:PORT (IPv4 or IPv6). Each connection is served by its own thread: it reads 8-byte
  *       big-endian sequence numbers and answers each with the same 8 bytes, checking that they count up by one
- *       from the first; a gap or a repeat closes the connection (the client then fails loudly).
+ *       from the first; a gap or a repeat closes the connection (the client then fails loudly). BALLAST_MIB (default 0, at
+ *       most 4096) MiB of memory filled with pseudo-random bytes (no compression shrinks them) are held for as long as
+ *       it runs: a server with memory to move, whose freeze a cold migration makes longer.
  *
  *   tcpseq client ADDR PORT [INTERVAL_US]
  *       Connects once and sends 1, 2, 3, ... one per INTERVAL_US (default 1000) over that ONE connection, each
@@ -151,8 +153,36 @@ static void *serve(void *arg)
 	return NULL;
 }
 
-static int server(const char *addr, const char *port)
+/* The ballast, kept where the compiler cannot prove it unused. */
+static unsigned char *volatile ballast_held;
+
+/* Fills n bytes with xorshift64 output: pages that neither zero detection nor compression make cheaper to move. */
+static unsigned char *ballast(size_t n)
 {
+	unsigned char *b = malloc(n);
+	if (b == NULL)
+		return NULL;
+	uint64_t x = 0x9e3779b97f4a7c15u;
+	for (size_t off = 0; off + 8 <= n; off += 8) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		memcpy(b + off, &x, 8);
+	}
+	return b;
+}
+
+static int server(const char *addr, const char *port, long ballast_mib)
+{
+	if (ballast_mib < 0 || ballast_mib > 4096) {
+		fprintf(stderr, "tcpseq server: BALLAST_MIB is 0 to 4096, not %ld\n", ballast_mib);
+		return 2;
+	}
+	ballast_held = ballast_mib > 0 ? ballast((size_t)ballast_mib << 20) : NULL;
+	if (ballast_mib > 0 && ballast_held == NULL) {
+		fprintf(stderr, "tcpseq server: %ld MiB of ballast: %s\n", ballast_mib, strerror(errno));
+		return 2;
+	}
 	struct addrinfo *ai;
 	if (resolve(addr, port, &ai, 1) != 0)
 		return 2;
@@ -352,7 +382,7 @@ int main(int argc, char **argv)
 		argc -= 2;
 	}
 	if (argc >= 4 && strcmp(argv[1], "server") == 0)
-		return server(argv[2], argv[3]);
+		return server(argv[2], argv[3], argc >= 5 ? atol(argv[4]) : 0);
 	if (argc >= 4 && strcmp(argv[1], "client") == 0)
 		return client(argv[2], argv[3], argc >= 5 ? atol(argv[4]) : 1000, status_path);
 	if (argc >= 4 && strcmp(argv[1], "stream") == 0) {
@@ -363,7 +393,7 @@ int main(int argc, char **argv)
 		}
 		return stream(argv[2], argv[3], interval, status_path);
 	}
-	fprintf(stderr,
-		"usage: tcpseq server ADDR PORT | tcpseq client|stream ADDR PORT [INTERVAL_US] [--status FILE]\n");
+	fprintf(stderr, "usage: tcpseq server ADDR PORT [BALLAST_MIB] | tcpseq client|stream ADDR PORT [INTERVAL_US] "
+			"[--status FILE]\n");
 	return 2;
 }
