@@ -90,6 +90,11 @@ public sealed class ClientPromptTests(ITestOutputHelper output)
                 stalls.Add(long.Parse(final.Split(' ').Single(f => f.StartsWith("max_stall_us=", StringComparison.Ordinal))[13..], CultureInfo.InvariantCulture) / 1000.0);
             }
 
+            foreach (var (client, _) in clients)
+            {
+                output.WriteLine(client.Output.Trim().ReplaceLineEndings(" | "));
+            }
+
             output.WriteLine($"frozen {frozenMs:0} ms; the clients' longest waits: {string.Join(", ", stalls.Select(s => s.ToString("0", CultureInfo.InvariantCulture)))} ms");
             Assert.Contains("prompted the clients of", agent.Output, StringComparison.Ordinal);
             Assert.True(stalls.Max() <= frozenMs + SlackMs,
