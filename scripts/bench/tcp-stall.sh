@@ -118,7 +118,7 @@ for run in $(seq "$RUNS"); do
     ip -n "$CLI" neigh flush dev "$CIF"
     nsenter --net=/run/netns/$SRC setsid unshare -pf setsid "$MARKER" server "$ANY" $PORT "$BALLAST_MIB" >"$B/server.out" 2>&1 &
     LAUNCHER=$!
-    for _ in $(seq 100); do grep -q LISTENING "$B/server.out" 2>/dev/null && break; sleep 0.05; done
+    for _ in $(seq 600); do grep -q LISTENING "$B/server.out" 2>/dev/null && break; sleep 0.05; done
     pid=$(server_pids | head -n1)
     [ -n "$pid" ] || { echo "the server did not start: $(cat "$B/server.out")" >&2; exit 1; }
     # CLIENTS clients, their phases spread over one interval: each connection is its own sample of where its
