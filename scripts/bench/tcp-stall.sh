@@ -114,7 +114,7 @@ for run in $(seq "$RUNS"); do
   for p in $PROMPTS; do
     # The address starts on the source; the client's neighbour cache forgets where it was.
     ip -n "$TGT" addr del "$SERVICE" dev "$TIF" 2>/dev/null || true
-    ip -n "$SRC" addr add "$SERVICE" dev "$SIF" nodad
+    ip -n "$SRC" addr add "$SERVICE" dev "$SIF" $([ "$FAMILY" = 6 ] && echo nodad)
     ip -n "$CLI" neigh flush dev "$CIF"
     nsenter --net=/run/netns/$SRC setsid unshare -pf setsid "$MARKER" server "$ANY" $PORT "$BALLAST_MIB" >"$B/server.out" 2>&1 &
     LAUNCHER=$!
