@@ -27,12 +27,14 @@ var addressHook = new Option<string>("--address-hook") { Description = "Program 
 var metricsListen = new Option<string>("--metrics-listen") { Description = "Serve Prometheus metrics at http://ADDR:PORT/metrics (plain HTTP, no token: put it on a management network); PORT alone means 127.0.0.1:PORT. Off by default" };
 var dashboardListen = new Option<string>("--dashboard-listen") { Description = "Serve the web dashboard at http://ADDR:PORT/ (plain HTTP: bind to loopback and tunnel, or a management network); PORT alone means 127.0.0.1:PORT. Login with the token (operator) or --viewer-token-file. Off by default" };
 var viewerTokenFile = new Option<string>("--viewer-token-file") { Description = "A second token (mode 600, 24+ bytes) that logs in to the dashboard read-only; it opens nothing else" };
+var promptClients = new Option<string>("--prompt-clients") { Description = "on: once a restored tree's connections on a moved service address (migrate --move-address) are here, make each client retransmit at once (RFC 6069 ICMP that undoes its backed-off retransmission timeout) instead of after a timeout that doubled while its packets were dropped during the freeze; a client socket with IP_RECVERR set reads the ICMP as one error. off: clients retransmit on their own timers", DefaultValueFactory = _ => "on" };
+promptClients.AcceptOnlyFromAmong("on", "off");
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging" };
 var faults = new Option<string[]>("--inject-fault") { Description = $"Test only: fault points to hit ({string.Join(", ", Faults.All)})", Hidden = true, AllowMultipleArgumentsPerToken = false };
 
 var root = new RootCommand("migrate-agent: the target side of live process migration. Receives images from `migrate`, restores them with CRIU, and resumes the restored tree only when the source confirms its copy is gone.")
 {
-    listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, serviceInterface, addressHook, metricsListen, dashboardListen, viewerTokenFile, verbose, faults,
+    listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, serviceInterface, addressHook, promptClients, metricsListen, dashboardListen, viewerTokenFile, verbose, faults,
 };
 
 root.SetAction(async (parse, ct) =>
@@ -101,6 +103,7 @@ root.SetAction(async (parse, ct) =>
             ServiceInterface = parse.GetValue(serviceInterface) ?? (IPAddress.TryParse(endpoint.Host, out var listenIp)
                 ? await Migration.Engine.Network.AddressMover.InterfaceHoldingAsync(listenIp, ct) : null),
             AddressHook = parse.GetValue(addressHook),
+            PromptClients = parse.GetValue(promptClients) == "on",
         };
         if (options.AddressHook is { } hookPath && !File.Exists(hookPath))
         {

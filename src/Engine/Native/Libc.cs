@@ -26,6 +26,25 @@ internal static partial class Libc
     public static partial int socket(int domain, int type, int protocol);
 
     [LibraryImport("libc", SetLastError = true)]
+    public static unsafe partial int setsockopt(int fd, int level, int name, void* value, int length);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static unsafe partial int getsockopt(int fd, int level, int name, void* value, int* length);
+
+    /// <summary>pidfd_open(2), Linux 5.3: a descriptor for process <paramref name="pid"/>.</summary>
+    public static int pidfd_open(int pid) => (int)syscall(SYS_pidfd_open, pid, 0, 0);
+
+    /// <summary>pidfd_getfd(2), Linux 5.6: a duplicate (close-on-exec) of descriptor <paramref name="fd"/> of the process of <paramref name="pidfd"/>.</summary>
+    public static int pidfd_getfd(int pidfd, int fd) => (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+
+    // The generic syscall numbers (include/uapi/asm-generic/unistd.h), the same on x86-64 and arm64 from 424 on.
+    private const long SYS_pidfd_open = 434;
+    private const long SYS_pidfd_getfd = 438;
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial long syscall(long number, long a, long b, long c);
+
+    [LibraryImport("libc", SetLastError = true)]
     public static unsafe partial nint sendto(int fd, byte* buf, nuint len, int flags, byte* addr, int addrlen);
 
     [LibraryImport("libc", SetLastError = true)]

@@ -243,6 +243,8 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
 
             int pid = await m.RestoreAsync(criu, spec, ct).ConfigureAwait(false);
             TargetMetrics.Restored(m, restoreStarted);
+            // Read while the tree is still stopped (repair mode would refuse its sends); prompted once clients reach it.
+            var connections = options.PromptClients && up.Count > 0 ? _prompter.Collect(ProcessTree.Enumerate(pid), up) : [];
             if (locked)
             {
                 await AddressLock.UnlockAsync(m.Id, CancellationToken.None).ConfigureAwait(false);
@@ -251,6 +253,11 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
                 {
                     await _mover.AnnounceAsync(a, options.ServiceInterface ?? "-", CancellationToken.None).ConfigureAwait(false);
                 }
+            }
+
+            if (connections.Count > 0)
+            {
+                _prompter.Prompt(connections);
             }
 
             return pid;
@@ -283,6 +290,10 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
     private AddressMover? _moverField;
 
     private AddressMover _mover => _moverField ??= new AddressMover(_logger, options.AddressHook);
+
+    private ClientPrompter? _prompterField;
+
+    private ClientPrompter _prompter => _prompterField ??= new ClientPrompter(_logger);
 
     /// <summary>Aborts migration <paramref name="id"/> (see <see cref="IncomingMigration.Abort"/>); its service addresses, if up here, go down.</summary>
     public async Task<bool> AbortAsync(string id, string reason)

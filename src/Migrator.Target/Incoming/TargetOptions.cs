@@ -36,6 +36,14 @@ public sealed record TargetOptions
     /// <summary>An operator's program that brings service addresses up and down instead of iproute2 (<c>--address-hook</c>).</summary>
     public string? AddressHook { get; init; }
 
+    /// <summary>
+    /// Whether the clients of a restored tree's connections on its service addresses are prompted to retransmit at
+    /// once after the restore (<see cref="Engine.Network.ClientPrompter"/>, <c>--prompt-clients</c>): on by default,
+    /// since a client whose packets were dropped during the freeze otherwise waits out a retransmission timeout that
+    /// doubled each time (up to twice the freeze).
+    /// </summary>
+    public bool PromptClients { get; init; } = true;
+
     /// <summary>Named fault points for tests (see <see cref="Faults"/>); empty in production.</summary>
     public IReadOnlySet<string> Faults { get; init; } = new HashSet<string>();
 }
