@@ -1,0 +1,158 @@
+using System.Diagnostics;
+
+namespace Migration.Fuzz.Harness;
+
+/// <summary>What one target's run found.</summary>
+public sealed record FuzzReport(
+    string Target, long Inputs, long Rejected, long Accepted, long Crashes, long Hangs, long OverBudget,
+    double MaxMs, long MaxAllocatedBytes, long PeakRssBytes, TimeSpan Elapsed, IReadOnlyList<string> Failures)
+{
+    /// <summary>No crash, no hang, no input that allocated beyond its budget.</summary>
+    public bool Clean => Crashes == 0 && Hangs == 0 && OverBudget == 0;
+}
+
+/// <summary>Limits of a run.</summary>
+public sealed record FuzzOptions
+{
+    /// <summary>An input that takes longer than this is a hang: 1 s (a valid input of any target takes well under 10 ms).</summary>
+    public TimeSpan HangLimit { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>An input still running after this long stops the process (it cannot be preempted): 30 s.</summary>
+    public TimeSpan AbortLimit { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Where failing inputs are written (null: nowhere).</summary>
+    public string? FailureDir { get; init; }
+
+    /// <summary>Failures described in the report, at most.</summary>
+    public int MaxFailuresListed { get; init; } = 10;
+}
+
+/// <summary>
+/// Feeds a target <c>iterations</c> inputs, each a seed mutated by a <see cref="Random"/> seeded from (seed, iteration),
+/// so one input reproduces alone (<see cref="Input"/>). Every 64th input is a seed as it is, so the accepting paths run
+/// too. Counts outcomes, crashes (an exception that is not the target's rejection), hangs (an input over
+/// <see cref="FuzzOptions.HangLimit"/>), inputs allocating over their budget, the slowest input and the peak RSS.
+/// </summary>
+public static class FuzzRunner
+{
+    /// <summary>The input of iteration <paramref name="iteration"/> of a run with <paramref name="seed"/>.</summary>
+    public static byte[] Input(FuzzTarget target, int seed, long iteration)
+    {
+        var rng = new Random(HashCode.Combine(seed, iteration, target.Name.Length));
+        var seeds = target.Seeds;
+        var s = seeds[rng.Next(seeds.Count)];
+        return iteration % 64 == 0 ? (byte[])s.Bytes.Clone() : Mutator.Mutate(s, seeds, rng);
+    }
+
+    public static async Task<FuzzReport> RunAsync(FuzzTarget target, long iterations, int seed, FuzzOptions? options = null)
+    {
+        options ??= new FuzzOptions();
+        long rejected = 0, accepted = 0, crashes = 0, hangs = 0, overBudget = 0, maxAlloc = 0;
+        long maxTicks = 0;
+        var failures = new List<string>();
+        long running = 0; // Stopwatch timestamp of the input in progress, 0 between inputs
+        long current = -1;
+        using var watchdog = new Timer(_ =>
+        {
+            long started = Interlocked.Read(ref running);
+            if (started != 0 && Stopwatch.GetElapsedTime(started) > options.AbortLimit)
+            {
+                Environment.FailFast($"fuzz {target.Name}: input {current} (seed {seed}) still running after {options.AbortLimit.TotalSeconds} s: a hang; " +
+                    $"replay it with SEED={seed} ITERATION={current}");
+            }
+        }, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+
+        var total = Stopwatch.StartNew();
+        for (long i = 0; i < iterations; i++)
+        {
+            var input = Input(target, seed, i);
+            current = i;
+            long alloc0 = GC.GetAllocatedBytesForCurrentThread();
+            long t0 = Stopwatch.GetTimestamp();
+            Interlocked.Exchange(ref running, t0);
+            string? failure = null;
+            try
+            {
+                if (await target.RunAsync(input).ConfigureAwait(false) == FuzzOutcome.Accepted)
+                {
+                    accepted++;
+                }
+                else
+                {
+                    rejected++;
+                }
+            }
+            catch (Exception ex) when (target.IsRejection(ex))
+            {
+                rejected++;
+            }
+            catch (Exception ex)
+            {
+                crashes++;
+                failure = $"crash at input {i}: {ex.GetType().FullName}: {ex.Message}\n{ex.StackTrace}";
+            }
+
+            long ticks = Stopwatch.GetTimestamp() - t0;
+            Interlocked.Exchange(ref running, 0);
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - alloc0;
+            maxTicks = Math.Max(maxTicks, ticks);
+            maxAlloc = Math.Max(maxAlloc, allocated);
+            var elapsed = Stopwatch.GetElapsedTime(t0, t0 + ticks);
+            if (failure is null && elapsed > options.HangLimit)
+            {
+                hangs++;
+                failure = $"hang at input {i}: {elapsed.TotalMilliseconds:0} ms, over the {options.HangLimit.TotalMilliseconds:0} ms bound";
+            }
+
+            long budget = target.AllocationBudget(input.Length);
+            if (failure is null && allocated > budget)
+            {
+                overBudget++;
+                failure = $"input {i} of {input.Length} bytes allocated {allocated} bytes, over its budget of {budget}: an allocation driven by a length field?";
+            }
+
+            if (failure is not null)
+            {
+                Record(target, seed, i, input, failure, failures, options);
+            }
+        }
+
+        return new FuzzReport(target.Name, iterations, rejected, accepted, crashes, hangs, overBudget,
+            Stopwatch.GetElapsedTime(0, maxTicks).TotalMilliseconds, maxAlloc, PeakRssBytes(), total.Elapsed, failures);
+    }
+
+    private static void Record(FuzzTarget target, int seed, long i, byte[] input, string failure, List<string> failures, FuzzOptions options)
+    {
+        if (failures.Count < options.MaxFailuresListed)
+        {
+            failures.Add($"{target.Name} (SEED={seed} ITERATION={i}): {failure}");
+        }
+
+        if (options.FailureDir is { } dir)
+        {
+            Directory.CreateDirectory(dir);
+            File.WriteAllBytes(Path.Combine(dir, $"{target.Name}-{seed}-{i}.bin"), input);
+        }
+    }
+
+    /// <summary>The process's peak resident set (VmHWM), 0 where /proc does not say.</summary>
+    public static long PeakRssBytes()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/self/status"))
+            {
+                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                {
+                    return long.Parse(line.AsSpan(6).Trim().TrimEnd("kB").Trim(), System.Globalization.CultureInfo.InvariantCulture) * 1024;
+                }
+            }
+        }
+        catch (IOException)
+        {
+            // Not Linux's /proc: the peak is unknown, which the table shows as 0.
+        }
+
+        return 0;
+    }
+}
