@@ -48,18 +48,22 @@ public static class Program
         foreach (var name in targets)
         {
             using var target = FuzzTargets.Create(name);
-            if (replay is { } one)
+            if (replay is { } iteration)
             {
-                var input = FuzzRunner.Input(target, seed, one);
-                Console.WriteLine($"{name} input {one} (seed {seed}), {input.Length} bytes: {Convert.ToHexString(input)}");
-                var outcome = await target.RunAsync(input).ConfigureAwait(false);
-                Console.WriteLine($"{name}: {outcome}");
+                var input = FuzzRunner.Input(target, seed, iteration);
+                Console.WriteLine($"{name} input {iteration} (seed {seed}), {input.Length} bytes: {Convert.ToHexString(input)}");
+                var one = await FuzzRunner.RunOneAsync(target, input).ConfigureAwait(false);
+                string what = one.Crash is { } crash ? $"CRASH {crash}"
+                    : one.Rejection is { } refused ? $"rejected: {refused.GetType().Name}: {refused.Message}"
+                    : one.Outcome.ToString();
+                Console.WriteLine($"{name}: {what} ({one.Elapsed.TotalMilliseconds:0.0} ms, {one.AllocatedBytes} bytes allocated, " +
+                    $"budget {target.AllocationBudget(input.Length)})");
                 continue;
             }
 
             var report = await FuzzRunner.RunAsync(target, iterations, seed, new FuzzOptions { FailureDir = failures }).ConfigureAwait(false);
             Console.WriteLine(string.Join('\t', report.Target, report.Inputs, report.Rejected, report.Accepted, report.Crashes, report.Hangs,
-                report.OverBudget, report.MaxMs.ToString("0.0", CultureInfo.InvariantCulture), report.MaxAllocatedBytes / 1024,
+                report.Stalls, report.OverBudget, report.MaxMs.ToString("0.0", CultureInfo.InvariantCulture), report.MaxAllocatedBytes / 1024,
                 report.PeakRssBytes >> 20, report.Elapsed.TotalSeconds.ToString("0.0", CultureInfo.InvariantCulture)));
             foreach (var failure in report.Failures)
             {
