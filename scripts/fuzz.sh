@@ -3,10 +3,10 @@
 # target in its own process on one core, deterministic from SEED. Prints one row per target:
 #   target | inputs | rejected (the decoder's documented refusal) | accepted | crashes (any other exception, or a
 #   broken promise of the decoder) | hangs (an input over 1 s, and again when rerun) | stalls (over 1 s once, fast
-#   when rerun: the machine, not the decoder) | over budget (an input that allocated more than its
-#   target's constant plus 16 bytes per input byte: an allocation driven by a length field) | max ms per input |
+#   when rerun: the machine, not the decoder) | budget (inputs that allocated more than their target's constant plus
+#   16 bytes per input byte, and again when rerun: an allocation driven by a length field) | max ms per input |
 #   max KiB allocated by one input | peak RSS of the process | seconds
-# Targets: page-frame criu-page-server criu-lazy-pages criu-image grpc-control grpc-put-image manifest
+# Targets: page-frame page-stream criu-page-server criu-lazy-pages criu-image grpc-control grpc-put-image manifest
 #
 # Usage: scripts/fuzz.sh                                   10^6 inputs per target, seed 1
 #        ITERATIONS=N SEED=S TARGETS="page-frame criu-image" CPU=N scripts/fuzz.sh
@@ -17,7 +17,7 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ITERATIONS=${ITERATIONS:-1000000}
 SEED=${SEED:-1}
-TARGETS=${TARGETS:-page-frame criu-page-server criu-lazy-pages criu-image grpc-control grpc-put-image manifest}
+TARGETS=${TARGETS:-page-frame page-stream criu-page-server criu-lazy-pages criu-image grpc-control grpc-put-image manifest}
 CPU=${CPU:-$(($(nproc) - 1))}
 FAILURES=${FAILURES:-/tmp/migrate-fuzz-failures}
 DLL=$REPO/tests/Fuzz/bin/Release/net10.0/Migration.Fuzz.dll

@@ -52,6 +52,11 @@ public static class Program
             {
                 var input = FuzzRunner.Input(target, seed, iteration);
                 Console.WriteLine($"{name} input {iteration} (seed {seed}), {input.Length} bytes: {Convert.ToHexString(input)}");
+                foreach (var s in target.Seeds)
+                {
+                    await FuzzRunner.RunOneAsync(target, (byte[])s.Bytes.Clone()).ConfigureAwait(false); // warm up, as a run does
+                }
+
                 var one = await FuzzRunner.RunOneAsync(target, input).ConfigureAwait(false);
                 string what = one.Crash is { } crash ? $"CRASH {crash}"
                     : one.Rejection is { } refused ? $"rejected: {refused.GetType().Name}: {refused.Message}"

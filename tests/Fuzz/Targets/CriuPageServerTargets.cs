@@ -145,7 +145,7 @@ public sealed class CriuPageServerTarget : CriuSessionTarget
 
     public override async ValueTask<FuzzOutcome> RunAsync(byte[] input)
     {
-        var sink = new CheckingSink();
+        var sink = new CheckingSink(parentsChecked: true);
         var result = await ServeAsync(input, pipe => new CriuPageServerSession(pipe, sink, s_options).RunAsync(CancellationToken.None)).ConfigureAwait(false);
         if (sink.Violation is { } violation)
         {
@@ -158,46 +158,6 @@ public sealed class CriuPageServerTarget : CriuSessionTarget
         }
 
         return result.IsCompleted ? FuzzOutcome.Accepted : FuzzOutcome.Rejected;
-    }
-
-    /// <summary>Holds nothing; checks every call against <see cref="IPageSink"/>'s contract.</summary>
-    private sealed class CheckingSink : IPageSink
-    {
-        public string? Violation { get; private set; }
-
-        public bool Completed { get; private set; }
-
-        public ValueTask<bool> OpenAsync(PageTarget target, CancellationToken ct)
-        {
-            Check(!Completed, $"OPEN {target} after the round completed");
-            return ValueTask.FromResult(target.Id % 2 == 0);
-        }
-
-        public ValueTask WritePagesAsync(PageTarget target, ulong vaddr, uint nrPages, PagemapFlags flags, ReadOnlySequence<byte> data, CancellationToken ct)
-        {
-            Check(!Completed, "pages after the round completed");
-            Check(nrPages > 0 && PageFacts.IsValidRange(vaddr, nrPages), $"range 0x{vaddr:x} + {nrPages}");
-            Check(flags is PagemapFlags.Present or (PagemapFlags.Present | PagemapFlags.Lazy) or PagemapFlags.Lazy or PagemapFlags.Parent, $"flags {flags}");
-            long expected = (flags & PagemapFlags.Present) != 0 ? (long)nrPages * PageFacts.PageSize : 0;
-            Check(data.Length == expected, $"{data.Length} bytes for {nrPages} {flags} pages");
-            Check((flags & PagemapFlags.Parent) == 0 || target.Id % 2 == 0, $"a parent hole for {target}, which has no parent");
-            return ValueTask.CompletedTask;
-        }
-
-        public ValueTask CompleteRoundAsync(CancellationToken ct)
-        {
-            Check(!Completed, "the round completed twice");
-            Completed = true;
-            return ValueTask.CompletedTask;
-        }
-
-        private void Check(bool ok, string what)
-        {
-            if (!ok)
-            {
-                Violation ??= what;
-            }
-        }
     }
 }
 

@@ -6,11 +6,12 @@ namespace Migration.Fuzz.Targets;
 public static class FuzzTargets
 {
     public static readonly string[] Names =
-        ["page-frame", "criu-page-server", "criu-lazy-pages", "criu-image", "grpc-control", "grpc-put-image", "manifest"];
+        ["page-frame", "page-stream", "criu-page-server", "criu-lazy-pages", "criu-image", "grpc-control", "grpc-put-image", "manifest"];
 
     public static FuzzTarget Create(string name) => name switch
     {
         "page-frame" => new PageFrameTarget(),
+        "page-stream" => new PageStreamTarget(),
         "criu-page-server" => new CriuPageServerTarget(),
         "criu-lazy-pages" => new CriuLazyPagesTarget(),
         "criu-image" => new PagemapImageTarget(),

@@ -155,7 +155,7 @@ public sealed class PageFrameTarget : FuzzTarget
     }
 
     /// <summary>The length, count and id fields of each frame (the byte table in PageFrame.cs).</summary>
-    private static List<SeedField> FieldsOf(byte[] bytes)
+    internal static List<SeedField> FieldsOf(byte[] bytes)
     {
         const int H = PageStreamProtocol.HeaderLength;
         var fields = new List<SeedField>();
