@@ -32,7 +32,8 @@ public sealed record FuzzOptions
 
 /// <summary>
 /// Feeds a target <c>iterations</c> inputs, each a seed mutated by a <see cref="Random"/> seeded from (seed, iteration),
-/// so one input reproduces alone (<see cref="Input"/>). Every 64th input is a seed as it is, so the accepting paths run
+/// so one input reproduces alone (<see cref="Input"/>); half of them are fixed up (<see cref="FuzzTarget.FixUp"/>).
+/// Every 64th input is a seed as it is, so the accepting paths run
 /// too. Counts outcomes, crashes (an exception that is not the target's rejection), hangs (an input over
 /// <see cref="FuzzOptions.HangLimit"/>, and again when rerun), inputs allocating over their budget, the slowest input and the peak RSS.
 /// </summary>
@@ -44,7 +45,13 @@ public static class FuzzRunner
         var rng = new Random(HashCode.Combine(seed, iteration, target.Name.Length));
         var seeds = target.Seeds;
         var s = seeds[rng.Next(seeds.Count)];
-        return iteration % 64 == 0 ? (byte[])s.Bytes.Clone() : Mutator.Mutate(s, seeds, rng);
+        if (iteration % 64 == 0)
+        {
+            return (byte[])s.Bytes.Clone();
+        }
+
+        var mutated = Mutator.Mutate(s, seeds, rng);
+        return rng.Next(2) == 0 ? target.FixUp(mutated) : mutated;
     }
 
     public static async Task<FuzzReport> RunAsync(FuzzTarget target, long iterations, int seed, FuzzOptions? options = null)
@@ -153,7 +160,9 @@ public static class FuzzRunner
     /// <summary>One input fed to the target: its outcome, or the exception that was not a rejection; its time and allocation.</summary>
     public static async Task<OneInput> RunOneAsync(FuzzTarget target, byte[] input)
     {
-        long alloc0 = GC.GetAllocatedBytesForCurrentThread();
+        // Process-wide, not per thread: an input's work may hop threads (a receiver's store loop, async continuations),
+        // and its allocations are all its own (inputs run one at a time).
+        long alloc0 = GC.GetTotalAllocatedBytes(precise: true);
         long t0 = Stopwatch.GetTimestamp();
         FuzzOutcome outcome = FuzzOutcome.Rejected;
         Exception? crash = null, rejection = null;
@@ -171,7 +180,7 @@ public static class FuzzRunner
         }
 
         var elapsed = Stopwatch.GetElapsedTime(t0);
-        return new OneInput(outcome, rejection, crash, elapsed, GC.GetAllocatedBytesForCurrentThread() - alloc0);
+        return new OneInput(outcome, rejection, crash, elapsed, GC.GetTotalAllocatedBytes(precise: true) - alloc0);
     }
 
     private static void Record(FuzzTarget target, int seed, long i, byte[] input, string failure, List<string> failures, FuzzOptions options)

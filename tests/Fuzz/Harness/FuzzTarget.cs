@@ -44,6 +44,12 @@ public abstract class FuzzTarget : IDisposable
     /// <summary>Feeds one input to the decoder. Throws only the decoder's rejection (see <see cref="IsRejection"/>) or a bug.</summary>
     public abstract ValueTask<FuzzOutcome> RunAsync(byte[] input);
 
+    /// <summary>
+    /// Makes a mutated input consistent again where a check would otherwise stop almost every mutation at the same
+    /// place (a checksum): the mutation then reaches what comes after it. Deterministic; the input as is by default.
+    /// </summary>
+    public virtual byte[] FixUp(byte[] input) => input;
+
     /// <summary>The decoder's documented rejection exceptions; none by default (decoders that answer with a value).</summary>
     public virtual bool IsRejection(Exception ex) => false;
 

@@ -88,6 +88,67 @@ public sealed class PageFrameTarget : FuzzTarget
         }
     }
 
+    /// <summary>Every BATCH whose fields still frame it gets the checksum of what it now holds: mutated targets,
+    /// addresses, bitmaps and pages then pass the checksum and meet the checks behind it.</summary>
+    public override byte[] FixUp(byte[] input) => FixChecksums(input);
+
+    internal static byte[] FixChecksums(byte[] input)
+    {
+        const int H = PageStreamProtocol.HeaderLength;
+        var bytes = (byte[])input.Clone();
+        byte[]? pages = null;
+        long o = 0;
+        while (o + H <= bytes.Length)
+        {
+            int at = (int)o;
+            long body = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(at + 8));
+            if (at + H + body > bytes.Length)
+            {
+                break;
+            }
+
+            int b = at + H;
+            if (bytes[at + 4] == (byte)PageFrameKind.Batch && body >= PageStreamProtocol.BatchPrefixLength + PageStreamProtocol.BatchTrailerLength)
+            {
+                bool present = (bytes[b + 5] & (byte)PagemapFlags.Present) != 0;
+                uint nr = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(b + 14));
+                int bitmap = present && nr <= PageStreamProtocol.MaxBatchPages ? (int)((nr + 7) / 8) : 0;
+                int t = b + PageStreamProtocol.BatchPrefixLength + bitmap;
+                if (t + PageStreamProtocol.BatchTrailerLength <= b + body)
+                {
+                    uint p = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(t + 1));
+                    uint u = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(t + 5));
+                    int payload = t + PageStreamProtocol.BatchTrailerLength;
+                    uint crc = Crc32C.Update(Crc32C.InitialState, bytes.AsSpan(b, t - b));
+                    bool ok = true;
+                    if (present && payload + (long)p <= b + body)
+                    {
+                        var data = bytes.AsSpan(payload, (int)p);
+                        if (bytes[t] == (byte)PageEncoding.Lz4 && u <= PageStreamProtocol.MaxBatchPages * PageSize)
+                        {
+                            pages ??= new byte[PageStreamProtocol.MaxBatchPages * PageSize];
+                            ok = Lz4.TryDecompress(data, pages.AsSpan(0, (int)u), out int n);
+                            crc = Crc32C.Update(crc, pages.AsSpan(0, n));
+                        }
+                        else
+                        {
+                            crc = Crc32C.Update(crc, data);
+                        }
+                    }
+
+                    if (ok)
+                    {
+                        BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(t + 9), Crc32C.Finish(crc));
+                    }
+                }
+            }
+
+            o += H + body;
+        }
+
+        return bytes;
+    }
+
     private static List<Seed> BuildSeeds()
     {
         var pid = new PageTarget(42, PageImageType.Pid);

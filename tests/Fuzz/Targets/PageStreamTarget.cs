@@ -26,6 +26,8 @@ public sealed class PageStreamTarget : FuzzTarget
     /// <summary>The receiver's batch buffers (3 of about 2 MiB) are pooled: rented once, reused by every connection.</summary>
     public override long AllocationBudget(int inputLength) => (1 << 20) + (16L * inputLength);
 
+    public override byte[] FixUp(byte[] input) => PageFrameTarget.FixChecksums(input);
+
     public override async ValueTask<FuzzOutcome> RunAsync(byte[] input)
     {
         var sink = new CheckingSink(parentsChecked: false) { SingleRound = false };
