@@ -25,7 +25,7 @@ namespace Migration.Fuzz;
 /// then breaks. A bad peer ends its own migration and nothing else: afterwards another migration's valid stream is
 /// still received and its round acknowledged.
 /// </summary>
-public sealed class AgentKeepsServingTests : IAsyncDisposable
+public sealed class AgentKeepsServingTests : IAsyncLifetime
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
     private readonly string _root = Directory.CreateTempSubdirectory("migrate-fuzz-serving-").FullName;
@@ -101,7 +101,9 @@ public sealed class AgentKeepsServingTests : IAsyncDisposable
         Assert.Equal(IncomingState.Receiving, m.State);
     }
 
-    public async ValueTask DisposeAsync()
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
     {
         await _listener.StopAsync(CancellationToken.None).WaitAsync(Timeout);
         _listener.Dispose();
