@@ -20,6 +20,9 @@ public static class ImageFile
     /// <summary>An entry larger than this is not a CRIU metadata entry: refuse instead of allocating it.</summary>
     public const int MaxEntryBytes = 16 << 20;
 
+    /// <summary>Bytes read into before an entry's body shows it is larger: real CRIU entries are mostly under 1 KiB.</summary>
+    private const int InitialEntryBuffer = 64 << 10;
+
     /// <summary>Writes the two magics of a regular image file.</summary>
     public static void WriteHeader(Stream s, uint typeMagic)
     {
@@ -87,11 +90,10 @@ public static class ImageFile
             throw new InvalidDataException($"{what}: entry of {size} bytes exceeds the {MaxEntryBytes} byte limit");
         }
 
-        var body = new byte[size];
-        got = s.ReadAtLeast(body, (int)size, throwOnEndOfStream: false);
-        if (got < size)
+        var body = ReadBody(s, (int)size);
+        if (body.Length < size)
         {
-            throw new InvalidDataException($"{what}: truncated entry ({got} of {size} bytes)");
+            throw new InvalidDataException($"{what}: truncated entry ({body.Length} of {size} bytes)");
         }
 
         try
@@ -104,5 +106,40 @@ public static class ImageFile
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// Up to <paramref name="size"/> bytes of an entry body (fewer at end of file). The length prefix is the peer's word:
+    /// the buffer grows with the bytes that actually arrive, from <see cref="InitialEntryBuffer"/>, so a short file that
+    /// claims a 16 MiB entry costs what it holds, not 16 MiB.
+    /// </summary>
+    private static byte[] ReadBody(Stream s, int size)
+    {
+        if (s.CanSeek && s.Length - s.Position is var left && left < size)
+        {
+            size = (int)Math.Max(left, 0);
+            var rest = new byte[size];
+            return rest[..s.ReadAtLeast(rest, size, throwOnEndOfStream: false)];
+        }
+
+        var body = new byte[Math.Min(size, InitialEntryBuffer)];
+        int got = 0;
+        while (got < size)
+        {
+            if (got == body.Length)
+            {
+                Array.Resize(ref body, (int)Math.Min(size, 2L * body.Length));
+            }
+
+            int n = s.Read(body, got, body.Length - got);
+            if (n == 0)
+            {
+                return body[..got];
+            }
+
+            got += n;
+        }
+
+        return body;
     }
 }

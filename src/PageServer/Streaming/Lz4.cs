@@ -74,6 +74,11 @@ public static class Lz4
             return true;
         }
 
+        if (HasZeroOffset(source))
+        {
+            return false;
+        }
+
         int n = LZ4Codec.Decode(source, destination);
         if (n <= 0)
         {
@@ -81,6 +86,69 @@ public static class Lz4
         }
 
         bytesWritten = n;
+        return true;
+    }
+
+    /// <summary>
+    /// Whether a match of the block has offset 0, which the format does not allow and LZ4's safe decoder (K4os as
+    /// liblz4) does not refuse: it copies the destination's bytes at the write position, not yet written, so the output
+    /// would hold whatever the buffer held before (a pooled buffer's earlier pages) and differ from one buffer to the
+    /// next. Found by the fuzzer (tests/Fuzz, page-frame). Walks the block's sequences only, not the output; a block
+    /// that does not parse is left to the decoder, which refuses it.
+    /// </summary>
+    private static bool HasZeroOffset(ReadOnlySpan<byte> block)
+    {
+        int i = 0;
+        while (i < block.Length)
+        {
+            int token = block[i++];
+            if (!TrySkipLength(block, ref i, token >> 4, out long literals) || literals > block.Length - i)
+            {
+                return false;
+            }
+
+            i += (int)literals;
+            if (i + 2 > block.Length)
+            {
+                return false; // the last sequence has literals only
+            }
+
+            if ((block[i] | (block[i + 1] << 8)) == 0)
+            {
+                return true;
+            }
+
+            i += 2;
+            if (!TrySkipLength(block, ref i, token & 15, out _))
+            {
+                return false;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>A token's 4-bit length, continued by 255-bytes and a last byte below 255 when it is 15.</summary>
+    private static bool TrySkipLength(ReadOnlySpan<byte> block, ref int i, int nibble, out long length)
+    {
+        length = nibble;
+        if (nibble != 15)
+        {
+            return true;
+        }
+
+        byte b;
+        do
+        {
+            if (i >= block.Length)
+            {
+                return false;
+            }
+
+            b = block[i++];
+            length += b;
+        }
+        while (b == 255);
         return true;
     }
 }

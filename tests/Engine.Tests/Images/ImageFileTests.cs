@@ -125,6 +125,41 @@ public class ImageFileTests
         Assert.Contains($"truncated entry (0 of {ImageFile.MaxEntryBytes} bytes)", ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void TryReadEntry_ShortFileClaimingAHugeEntry_IsRefusedWithoutAllocatingWhatItClaims(bool seekable)
+    {
+        // Found by the fuzzer (tests/Fuzz, criu-image): a 12-byte file whose length prefix says 16 MiB made the reader
+        // allocate 16 MiB before it found out the body was not there.
+        var bytes = new byte[12];
+        BinaryPrimitives.WriteUInt32LittleEndian(bytes, ImageFile.MaxEntryBytes);
+        using Stream s = seekable ? new MemoryStream(bytes) : new UnseekableStream(bytes);
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var ex = Assert.Throws<InvalidDataException>(() => ImageFile.TryReadEntry(s, PagemapEntry.Parser, What, out PagemapEntry _));
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        Assert.Contains($"truncated entry (8 of {ImageFile.MaxEntryBytes} bytes)", ex.Message, StringComparison.Ordinal);
+        Assert.True(allocated < 256 << 10, $"refusing a 12-byte file allocated {allocated} bytes");
+    }
+
+    [Fact]
+    public void TryReadEntry_LargeEntryFromAStreamThatCannotSeek_IsReadWhole()
+    {
+        var big = new PagemapHead { PagesId = 9 };
+        var body = big.ToByteArray();
+        // An unknown field of 300 KiB (field 15, wire type 2) behind pages_id: the body grows past the first buffer.
+        var unknown = new byte[300 << 10];
+        var field = Concat([0x7a], Varint((uint)unknown.Length), unknown);
+        var entry = Concat(BitConverter.GetBytes(body.Length + field.Length), body, field);
+        using var s = new UnseekableStream(entry);
+
+        Assert.True(ImageFile.TryReadEntry(s, PagemapHead.Parser, What, out var head));
+
+        Assert.Equal(9u, head.PagesId);
+    }
+
     [Fact]
     public void ReadHeader_WrongCommonMagic_ThrowsNamingIt()
     {
@@ -190,4 +225,50 @@ public class ImageFileTests
     }
 
     internal static byte[] Concat(params byte[][] parts) => parts.SelectMany(p => p).ToArray();
+
+    private static byte[] Varint(uint value)
+    {
+        var bytes = new List<byte>();
+        for (; value >= 0x80; value >>= 7)
+        {
+            bytes.Add((byte)(value | 0x80));
+        }
+
+        bytes.Add((byte)value);
+        return [.. bytes];
+    }
+
+    /// <summary>A pipe or socket as a stream: no length, no seeking, short reads.</summary>
+    private sealed class UnseekableStream(byte[] data) : Stream
+    {
+        private int _at;
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => false;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            int n = Math.Min(Math.Min(count, 4000), data.Length - _at);
+            data.AsSpan(_at, n).CopyTo(buffer.AsSpan(offset));
+            _at += n;
+            return n;
+        }
+
+        public override void Flush()
+        {
+        }
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
 }

@@ -169,6 +169,40 @@ public class Lz4Tests
     }
 
     [Fact]
+    public void Decompress_MatchOffsetZero_IsRefused_WhateverTheDestinationHeld()
+    {
+        // Found by the fuzzer (tests/Fuzz, page-frame): a batch decoded in one buffer and failed its checksum in
+        // another. 16 literals, then a match of offset 0 (not in the format; LZ4's safe decoder copies the unwritten
+        // bytes at the write position), then 16 literals: the output would be whatever the buffer held before.
+        byte[] block = [0xF0, 0x01, .. Enumerable.Repeat((byte)'L', 16), 0x00, 0x00, 0xF0, 0x01, .. Enumerable.Repeat((byte)'T', 16)];
+        var stale = new byte[36];
+        stale.AsSpan().Fill(0xAB);
+
+        Assert.False(Lz4.TryDecompress(block, new byte[36], out _));
+        Assert.False(Lz4.TryDecompress(block, stale, out _));
+    }
+
+    [Fact]
+    public void Decompress_OverlappingMatches_StillDecode()
+    {
+        // Offsets 1 and 4 (runs and repeats: what zero-heavy pages compress to) are the format's, not offset 0.
+        var pages = new byte[2 * 4096];
+        pages.AsSpan(100, 50).Fill(7);
+        for (int i = 5000; i < 6000; i += 4)
+        {
+            pages[i] = 1;
+        }
+
+        var compressed = new byte[Lz4.CompressBound(pages.Length)];
+        Assert.True(Lz4.TryCompress(pages, compressed, out int n));
+        var back = new byte[pages.Length];
+
+        Assert.True(Lz4.TryDecompress(compressed.AsSpan(0, n), back, out int m));
+        Assert.Equal(pages.Length, m);
+        Assert.Equal(pages, back);
+    }
+
+    [Fact]
     public void Decompress_DamagedBlocks_NeverThrow_NorWritePastTheDestination()
     {
         // Untrusted input: truncated and bit-flipped blocks of every kind of page, into a destination of exactly the
