@@ -26,6 +26,17 @@ public static class CriuPageServerConnection
         return RunAsync(connection, options, (pipe, token) => new CriuPageServerSession(pipe, sink, options, logger).RunAsync(token), ct);
     }
 
+    /// <summary>Serves <c>criu lazy-pages</c> on <paramref name="connection"/> from <paramref name="source"/> (<see cref="CriuLazyPageServerSession"/>).</summary>
+    public static Task<PageServerResult> ServeLazyAsync(Socket connection, IPageSource source, CriuPageServerOptions? options = null,
+        ILogger? logger = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        ArgumentNullException.ThrowIfNull(source);
+        options = (options ?? new CriuPageServerOptions()).Validate();
+        logger ??= NullLogger.Instance;
+        return RunAsync(connection, options, (pipe, token) => new CriuLazyPageServerSession(pipe, source, options, logger).RunAsync(token), ct);
+    }
+
     /// <summary>Runs <paramref name="session"/> over pipes on <paramref name="connection"/>, then closes it.</summary>
     internal static async Task<PageServerResult> RunAsync(Socket connection, CriuPageServerOptions options,
         Func<IDuplexPipe, CancellationToken, Task<PageServerResult>> session, CancellationToken ct)
