@@ -89,8 +89,8 @@ internal sealed partial class LazyPageFill(string migrationId, string imagesDir,
 
         if (fill.ExitCode is int code && code != FillServer.ExitFilled)
         {
-            string why = fill.State?.Error ?? string.Join(" | ", CriuLog.ReadErrors(fill.LogPath));
-            return $"the lazy fill (pid {fill.Pid}, criu lazy-pages pid {fill.CriuPid}) exited with code {code}: {why} (logs {fill.LogPath}, {fill.FillLogPath})";
+            string why = fill.State?.Error ?? $"{string.Join(" | ", CriuLog.ReadErrors(fill.LogPath))} (log {fill.LogPath})";
+            return $"the lazy fill (pid {fill.Pid}) exited with code {code}: {why}; its own log {fill.FillLogPath}";
         }
 
         return null;

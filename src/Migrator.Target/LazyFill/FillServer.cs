@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Migration.Engine.Criu;
 using Migration.Engine.Processes;
@@ -68,6 +69,14 @@ public static partial class FillServer
             .CreateLogger();
         using var loggers = LoggerFactory.Create(b => b.AddSerilog(serilog));
         var logger = loggers.CreateLogger("Migration.Target.LazyFill");
+        // SIGTERM (a service manager stopping the agent's whole unit, say) does not cut the fill short: the tree's
+        // memory is still coming. The fill ends as it would; a daemon that took the signal too fails it, and the tree
+        // is then killed here as for any failure. Only SIGKILL stops this process at once.
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx =>
+        {
+            ctx.Cancel = true;
+            LogTermIgnored(logger);
+        });
         var run = new Run(workDir, imagesDir, criu, logger);
         return await run.ExecuteAsync().ConfigureAwait(false);
     }
@@ -176,8 +185,9 @@ public static partial class FillServer
                 }
                 else
                 {
+                    var errors = CriuLog.ReadErrors(daemon.LogPath);
                     string why = code != 0
-                        ? $"criu lazy-pages (pid {daemon.Pid}) exited with code {code} before every lazy page was filled ({string.Join(" | ", CriuLog.ReadErrors(daemon.LogPath))}; log {daemon.LogPath})"
+                        ? $"criu lazy-pages (pid {daemon.Pid}) exited with code {code} before every lazy page was filled ({(errors.Count > 0 ? string.Join(" | ", errors) + "; " : "")}log {daemon.LogPath})"
                         : $"serving lazy pages failed: {served.Error ?? served.Outcome.ToString()}";
                     int killed = 0;
                     if (end.TreePid > 0 && ProcessIdentity.IsSame(end.TreePid, end.TreeStart))
@@ -317,6 +327,9 @@ public static partial class FillServer
 
     [LoggerMessage(EventId = 325, Level = LogLevel.Warning, Message = "ignored a command from the agent: {Command}")]
     private static partial void LogBadCommand(Microsoft.Extensions.Logging.ILogger logger, string command);
+
+    [LoggerMessage(EventId = 327, Level = LogLevel.Warning, Message = "SIGTERM: the fill goes on until it ends (SIGKILL stops it at once, and fails it)")]
+    private static partial void LogTermIgnored(Microsoft.Extensions.Logging.ILogger logger);
 
     [LoggerMessage(EventId = 326, Level = LogLevel.Warning, Message = "fill state: {Message}")]
     private static partial void LogStateNotWritten(Microsoft.Extensions.Logging.ILogger logger, string message);
