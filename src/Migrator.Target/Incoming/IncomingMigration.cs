@@ -109,7 +109,7 @@ public sealed partial class IncomingMigration : IDisposable
 
     public string ParentImagesDir => Path.Combine(WorkDir, "parent-images");
 
-    /// <summary>Where CRIU is, for the lazy fill process launched at <see cref="PrepareCutover"/>; null: none is launched ahead.</summary>
+    /// <summary>Where CRIU is, for the lazy fill process launched ahead (<see cref="LaunchLazyFill"/>); null: none is launched ahead.</summary>
     public CriuOptions? CriuOptions { get; init; }
 
     /// <summary>Pre-copy is over: write the pages held so far as a parent image, while the workload still runs.</summary>
@@ -126,10 +126,24 @@ public sealed partial class IncomingMigration : IDisposable
         }
 
         Pages.WriteParentImages(ParentImagesDir, ct);
+        LaunchLazyFill(); // launched at Begin already; again only if that failed
+    }
+
+    /// <summary>
+    /// A lazy restore (the default) will need its fill process: launched at Begin, so that its start runs while
+    /// pre-copy does, not during the freeze. Does nothing without <see cref="CriuOptions"/> or when launched already.
+    /// </summary>
+    public void LaunchLazyFill()
+    {
         if (CriuOptions is { } criu)
         {
-            // A lazy restore (the default) will need its fill process: launched now, while the workload still runs.
-            _lazy.Launch(criu);
+            lock (_lock)
+            {
+                if (State == IncomingState.Receiving)
+                {
+                    _lazy.Launch(criu);
+                }
+            }
         }
     }
 

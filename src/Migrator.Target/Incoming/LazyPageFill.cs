@@ -27,8 +27,8 @@ internal sealed partial class LazyPageFill(string migrationId, string imagesDir,
     public Task<bool>? Done { get; private set; }
 
     /// <summary>
-    /// Before the freeze: launches the fill process, so that its start (a .NET process, fully compiled: the agent does
-    /// not tier) costs no downtime. A failure to launch is logged; the restore launches it again then.
+    /// Long before the freeze (at Begin): launches the fill process, so that its start (a .NET process) runs while
+    /// pre-copy does and costs no downtime. A failure to launch is logged; the restore launches it again then.
     /// </summary>
     public void Launch(CriuOptions criu)
     {

@@ -268,7 +268,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         {
             Criu = criu ?? CriuFlags.None,
             ServiceAddresses = addresses,
-            // A live migration with streamed pages restores lazily by default: its fill process is launched before the freeze.
+            // A live migration with streamed pages restores lazily by default: its fill process is launched now, not in the freeze.
             CriuOptions = mode == "precopy" && pagesFactory is not null ? _criuOptions : null,
         };
         if (pagesFactory is not null)
@@ -284,6 +284,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         }
 
         _migrations[id] = m;
+        m.LaunchLazyFill();
         LogBegun(id, sourceHost, sourcePid, dir);
         return m;
     }

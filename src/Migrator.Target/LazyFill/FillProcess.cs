@@ -6,8 +6,8 @@ using Migration.Engine.Processes;
 namespace Migration.Target.LazyFill;
 
 /// <summary>
-/// The agent's handle on a lazy fill process (<see cref="FillServer"/>): launched ahead (before the freeze, so that
-/// its start costs no downtime), told to start <c>criu lazy-pages</c> at the restore and given the restored tree after
+/// The agent's handle on a lazy fill process (<see cref="FillServer"/>): launched ahead (at Begin, so that its start
+/// costs no downtime), told to start <c>criu lazy-pages</c> at the restore and given the restored tree after
 /// it. The fill does not depend on this handle or on the agent: dropping the handle (<see cref="Detach"/>) leaves it
 /// running; only <see cref="KillAsync"/> and <see cref="DisposeAsync"/> stop it.
 /// </summary>
@@ -85,6 +85,9 @@ internal sealed class FillProcess : IAsyncDisposable
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
+        // The agent does not tier (it compiles everything optimized, for its frozen page path); the fill process should
+        // start cheaply instead: its start overlaps pre-copy on the same cores, and its hot paths tier up while it serves.
+        psi.Environment["DOTNET_TieredCompilation"] = "1";
         foreach (var a in prefix.Append(FillServer.Command).Concat(FillServer.Arguments(workDir, imagesDir, criu)))
         {
             psi.ArgumentList.Add(a);

@@ -131,6 +131,7 @@ public static partial class FillServer
         {
             Publish(s => s);
             var input = new StreamReader(Console.OpenStandardInput());
+            await WarmUpAsync().ConfigureAwait(false);
             var first = await input.ReadLineAsync().ConfigureAwait(false);
             if (first != "start")
             {
@@ -209,6 +210,30 @@ public static partial class FillServer
 
                 Publish(_ => end with { Phase = ok ? FillPhase.Done : FillPhase.Failed, PagesFilled = source.PagesRead });
                 return ok ? ExitFilled : ExitFailed;
+            }
+        }
+
+        /// <summary>
+        /// Before the freeze, while it waits for <c>start</c>: spawns <c>criu --version</c> the way the daemon will be
+        /// spawned, so that the spawn path is compiled (the agent's binary does not tier) when the frozen restore waits
+        /// on it. A failure here changes nothing: <c>start</c> reports the real one.
+        /// </summary>
+        private async Task WarmUpAsync()
+        {
+            try
+            {
+                var psi = new System.Diagnostics.ProcessStartInfo(criu.CriuPath) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+                psi.ArgumentList.Add("--version");
+                using var p = System.Diagnostics.Process.Start(psi);
+                if (p is not null)
+                {
+                    await p.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+                    await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+                }
+            }
+            catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or IOException or TimeoutException or InvalidOperationException)
+            {
+                LogStateNotWritten(logger, $"warm-up: {ex.Message}");
             }
         }
 
