@@ -168,7 +168,17 @@ public static partial class FillServer
                 var commands = ReadCommandsAsync(input, stop.Token);
                 var progress = ReportProgressAsync(stop.Token);
                 int code = await daemon.Exited.ConfigureAwait(false);
-                var served = await serving.ConfigureAwait(false);
+                PageServer.Criu.PageServerResult served;
+                try
+                {
+                    served = await serving.ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
+                {
+                    // A failure of the session itself is a failed fill like any other: the tree must not run on.
+                    served = PageServer.Criu.PageServerResult.Failed(PageServer.Criu.PageServerOutcome.SourceFailed, ex.Message, default);
+                }
+
                 await stop.CancelAsync().ConfigureAwait(false);
                 await progress.ConfigureAwait(false);
                 _ = commands; // ends with the process: a read blocked on the agent's pipe cannot be cancelled
