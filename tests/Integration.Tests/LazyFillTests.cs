@@ -58,8 +58,8 @@ public sealed class LazyFillTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// The lazy-pages daemon dies after the restore, before the commit (fault point kill-lazy-pages): the restored copy
-    /// cannot get its memory, so the target must fail the restore and the workload resume on the source, whole.
+    /// The lazy-pages daemon dies before the commit (fault point kill-lazy-pages, just before the restore): a restored
+    /// copy could not get its memory, so the target must fail the restore and the workload resume on the source, whole.
     /// </summary>
     [RequiresRootFact]
     public async Task LazyPagesDaemonDyingBeforeTheCommitResumesTheSource()

@@ -221,6 +221,18 @@ public sealed partial class IncomingMigration : IDisposable
                 }
 
                 daemon = await _lazy.AcquireAsync(criu.Options, ct).ConfigureAwait(false);
+                if (_options.Faults.Contains(Faults.KillLazyPages))
+                {
+                    // Before the restore: after it, a small tree's fill can be complete before any kill lands.
+                    LogFaultInjected(Id, Faults.KillLazyPages);
+                    await daemon.KillAsync().ConfigureAwait(false);
+                }
+
+                if (_lazy.Failure(daemon) is { } lost)
+                {
+                    LogLazyDaemonLostBeforeCommit(Id, 0, "restore", lost);
+                    throw new TargetRequestException(TargetError.Internal, $"the lazy restore cannot start: {lost}; nothing was restored");
+                }
             }
 
             int pid = daemon is null
@@ -304,12 +316,6 @@ public sealed partial class IncomingMigration : IDisposable
     /// </summary>
     private async Task CheckLazyDaemonAsync(FillProcess daemon, int pid)
     {
-        if (_options.Faults.Contains(Faults.KillLazyPages))
-        {
-            LogFaultInjected(Id, Faults.KillLazyPages);
-            await daemon.KillAsync().ConfigureAwait(false);
-        }
-
         if (_lazy.Failure(daemon) is { } why)
         {
             var tree = ProcessTree.Enumerate(pid);
