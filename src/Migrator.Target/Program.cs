@@ -10,9 +10,17 @@ using Migration.PageServer.Store;
 using Migration.Target;
 using Migration.Target.Api;
 using Migration.Target.Incoming;
+using Migration.Target.LazyFill;
 using Serilog;
 using Serilog.Events;
 using Endpoint = Migration.Engine.Network.Endpoint;
+
+// The lazy fill of a restored tree runs as this same binary, in a session of its own (LazyFill/FillServer.cs): a hidden
+// subcommand only the agent starts, dispatched before anything of the agent is built.
+if (args is [FillServer.Command, ..])
+{
+    return await FillServer.RunAsync(args[1..]);
+}
 
 var listen = new Option<string>("--listen") { Description = "Address and port to serve the control API on, e.g. 10.0.0.2:7070", Required = true };
 var tokenFile = new Option<string>("--token-file") { Description = "File holding the shared secret token (mode 600); the source uses the same one", Required = true };
@@ -255,6 +263,6 @@ root.SetAction(async (parse, ct) =>
     }
 });
 
-// SIGTERM cancels the agent, which then stops cleanly; a committed tree that criu lazy-pages is still filling keeps the
-// agent up to 5 minutes more (its store feeds those pages): the default 2 s grace would cut that short.
-return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromMinutes(6) });
+// SIGTERM cancels the agent, which then stops cleanly. A committed tree still being filled does not keep it: its fill
+// process goes on without the agent. The grace covers a restore or commit in progress.
+return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(30) });

@@ -35,7 +35,14 @@ public sealed partial class MetricsTests(ITestOutputHelper output)
         Assert.True(moved.ExitCode == 0, moved.ToString());
         Assert.Equal("ok", (await workload.StatusAsync(hosts.Target))["verify"]);
 
+        // The lazy fill after the resume counts its pages when it ends.
         var text = await ScrapeAsync(hosts);
+        for (int i = 0; i < 60 && TryValue(text, "migrate_lazy_pages_filled_total") is null; i++)
+        {
+            await Task.Delay(500);
+            text = await ScrapeAsync(hosts);
+        }
+
         output.WriteLine(string.Join('\n', text.Split('\n').Where(l => l.StartsWith("migrate_", StringComparison.Ordinal))));
         var scraped = Path.Combine(hosts.Root, "metrics.txt");
         await File.WriteAllTextAsync(scraped, text);
@@ -59,6 +66,7 @@ public sealed partial class MetricsTests(ITestOutputHelper output)
         double received = Value(text, "migrate_wire_bytes_total", "role=\"target\"", "channel=\"pages\"");
         Assert.InRange(received, wire, wire + 2 * 1024);
         Assert.True(Value(text, "migrate_wire_bytes_total", "role=\"target\"", "channel=\"images\"") > 0);
+        Assert.True(Value(text, "migrate_lazy_pages_filled_total") > 0, "the lazy fill's pages are counted");
     }
 
     [RequiresRootFact]

@@ -59,6 +59,9 @@ public static class MigrationMetrics
     private static readonly Counter<long> WireBytes = Meter.CreateCounter<long>("wire_bytes",
         description: "Bytes that crossed the link, by role and channel (pages: page stream frames; images: metadata images).");
 
+    private static readonly Counter<long> LazyPages = Meter.CreateCounter<long>("lazy_pages_filled",
+        description: "Target: pages the lazy fill put into restored trees after their resume.");
+
     private static readonly Counter<long> Iterations = Meter.CreateCounter<long>("precopy_iterations",
         description: "Source: pre-copy iterations run, by mode.");
 
@@ -117,6 +120,8 @@ public static class MigrationMetrics
     }
 
     public static void RecordImageBytes(string role, ulong bytes) => WireBytes.Add(Clamp(bytes), Tag("role", role), Tag("channel", "images"));
+
+    public static void RecordLazyPages(long pages) => LazyPages.Add(Math.Max(0, pages));
 
     public static void RecordIterations(string mode, int count) => Iterations.Add(count, Tag("mode", mode));
 

@@ -131,7 +131,8 @@ internal static class DashboardStates
             BytesSent = m.BytesReceived + (progress?.WireBytes ?? 0),
             PagesMoved = progress?.Pages,
             LazyFill = lazy is null ? null : new DashboardLazyFill(
-                !lazy.IsCompleted ? "filling" : lazy.IsCompletedSuccessfully && lazy.Result ? "filled" : "failed", 0, 0),
+                !lazy.IsCompleted ? "filling" : lazy.IsCompletedSuccessfully && lazy.Result ? "filled" : "failed",
+                (ulong)Math.Max(0, m.LazyFill?.PagesFilled ?? 0), (ulong)Math.Max(0, m.LazyFill?.LazyPages ?? 0)),
             Workload = m.State switch
             {
                 IncomingState.Committed => lazy is { IsCompleted: true } && !(lazy.IsCompletedSuccessfully && lazy.Result) ? "lost" : "running here",

@@ -5,6 +5,7 @@ using Migration.Engine.Criu;
 using Migration.Engine.Images;
 using Migration.Engine.Processes;
 using Migration.PageServer.Store;
+using Migration.Target.LazyFill;
 
 namespace Migration.Target.Incoming;
 
@@ -31,9 +32,6 @@ public sealed partial class IncomingMigration : IDisposable
     private readonly ulong _maxBytes;
     private readonly ILogger _logger;
     private IReadOnlyList<int> _restoredTree = [];
-
-    /// <summary>How long stopping the agent waits for a lazy fill in progress.</summary>
-    private static readonly TimeSpan LazyDrainTimeout = TimeSpan.FromMinutes(5);
 
     internal IncomingMigration(string id, string workDir, ulong maxBytes, TargetOptions options, ILogger logger)
     {
@@ -141,6 +139,9 @@ public sealed partial class IncomingMigration : IDisposable
 
     public string ParentImagesDir => Path.Combine(WorkDir, "parent-images");
 
+    /// <summary>Where CRIU is, for the lazy fill process launched ahead (<see cref="LaunchLazyFill"/>); null: none is launched ahead.</summary>
+    public CriuOptions? CriuOptions { get; init; }
+
     /// <summary>Pre-copy is over: write the pages held so far as a parent image, while the workload still runs.</summary>
     public void PrepareCutover(CancellationToken ct)
     {
@@ -155,6 +156,25 @@ public sealed partial class IncomingMigration : IDisposable
         }
 
         Pages.WriteParentImages(ParentImagesDir, ct);
+        LaunchLazyFill(); // launched at Begin already; again only if that failed
+    }
+
+    /// <summary>
+    /// A lazy restore (the default) will need its fill process: launched at Begin, so that its start runs while
+    /// pre-copy does, not during the freeze. Does nothing without <see cref="CriuOptions"/> or when launched already.
+    /// </summary>
+    public void LaunchLazyFill()
+    {
+        if (CriuOptions is { } criu)
+        {
+            lock (_lock)
+            {
+                if (State == IncomingState.Receiving)
+                {
+                    _lazy.Launch(criu);
+                }
+            }
+        }
     }
 
     /// <summary>Writes the streamed pages' images next to the received metadata (after the manifest was verified).</summary>
@@ -220,7 +240,7 @@ public sealed partial class IncomingMigration : IDisposable
         }
 
         var sw = Stopwatch.StartNew();
-        LazyPagesDaemon? daemon = null;
+        FillProcess? daemon = null;
         try
         {
             if (spec.LazyPages)
@@ -230,7 +250,19 @@ public sealed partial class IncomingMigration : IDisposable
                     throw new TargetRequestException(TargetError.FailedPrecondition, "a lazy restore needs the page store");
                 }
 
-                daemon = await _lazy.AcquireAsync(criu, Pages, ct).ConfigureAwait(false);
+                daemon = await _lazy.AcquireAsync(criu.Options, ct).ConfigureAwait(false);
+                if (_options.Faults.Contains(Faults.KillLazyPages))
+                {
+                    // Before the restore: after it, a small tree's fill can be complete before any kill lands.
+                    LogFaultInjected(Id, Faults.KillLazyPages);
+                    await daemon.KillAsync().ConfigureAwait(false);
+                }
+
+                if (_lazy.Failure(daemon) is { } lost)
+                {
+                    LogLazyDaemonLostBeforeCommit(Id, 0, "restore", lost);
+                    throw new TargetRequestException(TargetError.Internal, $"the lazy restore cannot start: {lost}; nothing was restored");
+                }
             }
 
             int pid = daemon is null
@@ -248,7 +280,7 @@ public sealed partial class IncomingMigration : IDisposable
                 State = IncomingState.Restored;
                 if (daemon is not null)
                 {
-                    _lazy.Attach(daemon);
+                    _lazy.Attach(daemon, pid);
                     daemon = null;
                 }
             }
@@ -281,11 +313,11 @@ public sealed partial class IncomingMigration : IDisposable
     /// too ("Failed sending restore finished indication"), but CRIU's own cleanup can then wait forever on the tasks it
     /// killed (a traced multi-threaded root is never reaped by its waitpid): the restore is stopped here instead, at once.
     /// </summary>
-    private async Task<int> RestoreWatchingAsync(CriuClient criu, RestoreSpec spec, LazyPagesDaemon daemon, CancellationToken ct)
+    private async Task<int> RestoreWatchingAsync(CriuClient criu, RestoreSpec spec, FillProcess daemon, CancellationToken ct)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var restoring = criu.RestoreAsync(spec, null, stop.Token);
-        if (await Task.WhenAny(restoring, daemon.Exited).ConfigureAwait(false) == restoring || await daemon.Exited.ConfigureAwait(false) == 0)
+        if (await Task.WhenAny(restoring, daemon.Exited).ConfigureAwait(false) == restoring || await daemon.Exited.ConfigureAwait(false) == FillServer.ExitFilled)
         {
             return await restoring.ConfigureAwait(false);
         }
@@ -312,14 +344,8 @@ public sealed partial class IncomingMigration : IDisposable
     /// gives it. If the daemon is gone (or cannot get pages) when the restore is done, the tree is killed and the
     /// restore fails, so the source refuses its post-dump and resumes its own copy.
     /// </summary>
-    private async Task CheckLazyDaemonAsync(LazyPagesDaemon daemon, int pid)
+    private async Task CheckLazyDaemonAsync(FillProcess daemon, int pid)
     {
-        if (_options.Faults.Contains(Faults.KillLazyPages))
-        {
-            LogFaultInjected(Id, Faults.KillLazyPages);
-            await daemon.KillAsync().ConfigureAwait(false);
-        }
-
         if (_lazy.Failure(daemon) is { } why)
         {
             var tree = ProcessTree.Enumerate(pid);
@@ -336,9 +362,9 @@ public sealed partial class IncomingMigration : IDisposable
     /// </summary>
     public void BeginLazyPages(CriuClient criu, CancellationToken ct)
     {
-        if (Pages is { } pages)
+        if (Pages is not null)
         {
-            _lazy.BeginStart(criu, pages, ct);
+            _lazy.BeginStart(criu.Options, ct);
         }
     }
 
@@ -391,6 +417,7 @@ public sealed partial class IncomingMigration : IDisposable
                 // The images feed the lazy pages until every one is in: removed when the daemon is done.
                 _lazy.FinishInBackground(RestoredPid, LazyFillFailed, () =>
                 {
+                    TargetMetrics.LazyFillEnded(this);
                     lock (_lock)
                     {
                         DeleteImages();
@@ -421,8 +448,14 @@ public sealed partial class IncomingMigration : IDisposable
         }
     }
 
-    /// <summary>After a lazy restore's commit: completes when every lazy page was filled (true) or the daemon failed (false).</summary>
+    /// <summary>After a lazy restore's commit: completes when every lazy page was filled (true) or the fill failed (false).</summary>
     public Task<bool>? LazyPagesDone => _lazy.Done;
+
+    /// <summary>
+    /// The lazy fill of the restored tree as it is now (pages filled, of how many, its error), from the fill process's
+    /// state file; null when no fill runs for it. The API fill metrics are to be built on.
+    /// </summary>
+    public LazyFillProgress? LazyFill => _lazy.Progress;
 
     /// <summary>Discards the migration: kills a restored tree (never a committed one) and removes the images.</summary>
     public bool Abort(string reason)
@@ -459,7 +492,12 @@ public sealed partial class IncomingMigration : IDisposable
 
         try
         {
-            Directory.Delete(ImagesDir, recursive: true);
+            // A lazy fill that ended removed them itself.
+            if (Directory.Exists(ImagesDir))
+            {
+                Directory.Delete(ImagesDir, recursive: true);
+            }
+
             if (Directory.Exists(ParentImagesDir))
             {
                 Directory.Delete(ParentImagesDir, recursive: true);
@@ -482,17 +520,19 @@ public sealed partial class IncomingMigration : IDisposable
 
     public void Dispose()
     {
-        // A committed tree still being filled by criu lazy-pages needs the store until the last page is in.
-        _lazy.WaitForFill(RestoredPid, LazyDrainTimeout);
         lock (_lock)
         {
-            if (State != IncomingState.Committed)
+            _images.Dispose();
+            if (State == IncomingState.Committed && _lazy.Serving)
             {
-                _lazy.DropStart();
-                _lazy.Stop();
+                // A committed tree still being filled: the fill process owns its images and page data until the last
+                // page is in, and goes on without this agent. The store's files must stay.
+                _lazy.Detach(RestoredPid);
+                return;
             }
 
-            _images.Dispose();
+            _lazy.DropStart();
+            _lazy.Stop();
             Pages?.Dispose();
         }
     }

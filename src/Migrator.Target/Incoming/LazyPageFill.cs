@@ -1,178 +1,210 @@
 using Microsoft.Extensions.Logging;
 using Migration.Engine.Criu;
 using Migration.Engine.Images;
-using Migration.PageServer.Store;
+using Migration.Target.LazyFill;
 
 namespace Migration.Target.Incoming;
 
 /// <summary>
-/// The lazy fill of one restored tree: <c>criu lazy-pages</c> started ahead of the restore (while the page images are
-/// composed), the lazy runs marked in the composed pagemaps, the daemon's pages served from the page store, and after
-/// the commit the wait for every page to be in. Not thread-safe: its migration serializes the calls.
+/// The lazy fill of one restored tree as the agent sees it: the fill process (<see cref="FillProcess"/>, which runs
+/// <c>criu lazy-pages</c> and serves it the composed images' pages, in a session of its own) launched ahead of the
+/// freeze, told to start the daemon at the restore, the lazy runs marked in the composed pagemaps, the restored tree
+/// handed over, and after the commit the wait for every page to be in. The fill outlives the agent: a killed agent
+/// leaves it running, and it kills the restored tree itself if it fails. Not thread-safe: its migration serializes the
+/// calls.
 /// </summary>
 internal sealed partial class LazyPageFill(string migrationId, string imagesDir, string workDir, ILogger logger)
 {
-    /// <summary>The daemon's readiness: how long its start may take before the restore gives up on it.</summary>
-    private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(30);
+    /// <summary>How long a daemon that is gone may leave its fill process without a verdict before that counts as a failure.</summary>
+    private static readonly TimeSpan VerdictTimeout = TimeSpan.FromSeconds(2);
 
     private readonly ILogger _logger = logger;
-    private Task<LazyPagesDaemon>? _starting;
-    private LazyPagesDaemon? _daemon;
-    private Task<string?>? _serving;
-    private volatile string? _serveError;
+    private FillProcess? _launched;
+    private Task<FillProcess>? _starting;
+    private FillProcess? _fill;
 
-    /// <summary>After the commit: completes when every lazy page was filled (true) or the daemon failed (false).</summary>
+    /// <summary>After the commit: completes when every lazy page was filled (true) or the fill failed (false).</summary>
     public Task<bool>? Done { get; private set; }
 
-    /// <summary>Starts the daemon ahead of the restore; it reads only the process tree image until the restore hands it the tasks.</summary>
-    public void BeginStart(CriuClient criu, IIncomingPages pages, CancellationToken ct) =>
-        _starting ??= StartAsync(criu, pages, ct);
-
     /// <summary>
-    /// Marks the lazy runs in the composed pagemaps and returns the running daemon (the one started ahead, or a new one).
-    /// The caller owns it until it hands it back with <see cref="Attach"/>.
+    /// Long before the freeze (at Begin): launches the fill process, so that its start (a .NET process) runs while
+    /// pre-copy does and costs no downtime. A failure to launch is logged; the restore launches it again then.
     /// </summary>
-    public async Task<LazyPagesDaemon> AcquireAsync(CriuClient criu, IIncomingPages pages, CancellationToken ct)
+    public void Launch(CriuOptions criu)
     {
-        int marked = MarkLazyRuns();
-        var starting = _starting ?? StartAsync(criu, pages, ct);
-        _starting = null;
-        var daemon = await starting.ConfigureAwait(false);
-        LogLazyDaemon(migrationId, daemon.Pid, marked);
-        return daemon;
-    }
-
-    /// <summary>
-    /// Why <paramref name="daemon"/> cannot fill the restored tree, or null while it can: it has exited with a failure
-    /// (it exits 0 only once every lazy page is in), or serving its pages failed (it will not get the rest). Asked of the
-    /// kernel now, so a daemon that just died is seen. A tree resumed without its daemon reads unfilled pages as zeros.
-    /// </summary>
-    public string? Failure(LazyPagesDaemon daemon)
-    {
-        if (daemon.ExitCode is int code && code != 0)
+        if (_launched is not null || _starting is not null)
         {
-            return $"criu lazy-pages (pid {daemon.Pid}) exited with code {code}{Reasons(daemon)}";
+            return;
         }
 
-        return _serveError is { } error ? $"serving lazy pages to criu lazy-pages (pid {daemon.Pid}) failed: {error}" : null;
+        try
+        {
+            _launched = FillProcess.Launch(workDir, imagesDir, criu);
+        }
+        catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or IOException)
+        {
+            LogLaunchFailed(migrationId, ex.Message);
+        }
     }
 
-    /// <summary><see cref="Failure(LazyPagesDaemon)"/> of the daemon serving the restored tree; null when none serves it.</summary>
-    public string? Failure() => _daemon is { } daemon ? Failure(daemon) : null;
+    /// <summary>Starts the daemon ahead of the restore; it reads only the process tree image until the restore hands it the tasks.</summary>
+    public void BeginStart(CriuOptions criu, CancellationToken ct) => _starting ??= StartAsync(criu, ct);
 
-    /// <summary>Fault injection: kills the daemon serving the restored tree and waits until it is gone.</summary>
-    public Task KillDaemonAsync() => _daemon is { } daemon ? daemon.KillAsync() : Task.CompletedTask;
-
-    private static string Reasons(LazyPagesDaemon daemon)
+    /// <summary>
+    /// Marks the lazy runs in the composed pagemaps and returns the running fill (the one started ahead, or a new one).
+    /// The caller owns it until it hands it back with <see cref="Attach"/>.
+    /// </summary>
+    public async Task<FillProcess> AcquireAsync(CriuOptions criu, CancellationToken ct)
     {
-        var errors = CriuLog.ReadErrors(daemon.LogPath);
-        return errors.Count > 0 ? $" ({string.Join(" | ", errors)}; log {daemon.LogPath})" : $" (log {daemon.LogPath})";
+        int marked = MarkLazyRuns();
+        var starting = _starting ?? StartAsync(criu, ct);
+        _starting = null;
+        var fill = await starting.ConfigureAwait(false);
+        LogLazyDaemon(migrationId, fill.CriuPid, marked, fill.Pid);
+        return fill;
     }
 
-    /// <summary>The restore succeeded with <paramref name="daemon"/> serving its tree.</summary>
-    public void Attach(LazyPagesDaemon daemon) => _daemon = daemon;
+    /// <summary>
+    /// Why <paramref name="fill"/> cannot fill the restored tree, or null while it can: it has exited with a failure
+    /// (it exits 0 only once every lazy page is in), or its daemon is gone and it has not said why within
+    /// <see cref="VerdictTimeout"/>. Asked of the kernel now, so a daemon that just died is seen. A tree resumed without
+    /// its fill reads unfilled pages as zeros.
+    /// </summary>
+    public string? Failure(FillProcess fill)
+    {
+        if (fill.DaemonGone)
+        {
+            // The daemon died (or finished) a moment ago: its fill process is about to say which.
+            long deadline = System.Diagnostics.Stopwatch.GetTimestamp() + (long)(VerdictTimeout.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+            while (fill.ExitCode is null && System.Diagnostics.Stopwatch.GetTimestamp() < deadline)
+            {
+                Thread.Sleep(2);
+            }
 
-    /// <summary>Whether a daemon serves a restored tree (its images must stay until the fill ends).</summary>
-    public bool Serving => _daemon is not null;
+            if (fill.ExitCode is null)
+            {
+                return $"criu lazy-pages (pid {fill.CriuPid}) is gone and its fill process (pid {fill.Pid}) has not said why within {VerdictTimeout.TotalSeconds:0} s";
+            }
+        }
+
+        if (fill.ExitCode is int code && code != FillServer.ExitFilled)
+        {
+            string why = fill.State?.Error ?? $"{string.Join(" | ", CriuLog.ReadErrors(fill.LogPath))} (log {fill.LogPath})";
+            return $"the lazy fill (pid {fill.Pid}) exited with code {code}: {why}; its own log {fill.FillLogPath}";
+        }
+
+        return null;
+    }
+
+    /// <summary><see cref="Failure(FillProcess)"/> of the fill of the restored tree; null when none fills it.</summary>
+    public string? Failure() => _fill is { } fill ? Failure(fill) : null;
+
+    /// <summary>Fault injection: kills the daemon filling the restored tree and waits until its fill process is gone.</summary>
+    public Task KillDaemonAsync() => _fill is { } fill ? fill.KillAsync() : Task.CompletedTask;
+
+    /// <summary>The restore succeeded with <paramref name="fill"/> serving its tree: the tree is handed over.</summary>
+    public void Attach(FillProcess fill, int restoredPid)
+    {
+        fill.HandOver(restoredPid);
+        _fill = fill;
+    }
+
+    /// <summary>Whether a fill serves a restored tree (its images must stay until the fill ends).</summary>
+    public bool Serving => _fill is not null;
+
+    /// <summary>
+    /// The fill's progress as its state file says now (pages filled, of how many; its error): null when no fill serves
+    /// a restored tree. Cheap enough to poll (one small file read); what metrics of the fill are to be built on.
+    /// </summary>
+    public LazyFillProgress? Progress => _fill?.State is { } state ? LazyFillProgress.From(state) : null;
 
     /// <summary>
     /// The restored tree runs: wait in the background for the fill to end, then run <paramref name="failed"/> with the
-    /// reason if it did not fill every page, and <paramref name="finished"/> (which removes the images). Sets <see cref="Done"/>.
+    /// reason if it did not fill every page, and <paramref name="finished"/> (which removes what is left of the images).
+    /// Sets <see cref="Done"/>.
     /// </summary>
     public void FinishInBackground(int restoredPid, Action<string> failed, Action finished)
     {
-        if (_daemon is { } daemon)
+        if (_fill is { } fill)
         {
-            Done = FinishAsync(daemon, restoredPid, failed, finished);
+            Done = FinishAsync(fill, restoredPid, failed, finished);
         }
     }
 
-    /// <summary>A daemon started ahead that no restore took: stopped.</summary>
+    /// <summary>A fill launched or started ahead that no restore took: stopped.</summary>
     public void DropStart()
     {
+        if (Interlocked.Exchange(ref _launched, null) is { } launched)
+        {
+            _ = launched.DisposeAsync().AsTask();
+        }
+
         if (Interlocked.Exchange(ref _starting, null) is { } starting)
         {
             _ = starting.ContinueWith(t => t.Result.DisposeAsync().AsTask(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         }
     }
 
-    /// <summary>Kills the daemon of a restore that will not run (its tree was killed, or never committed).</summary>
+    /// <summary>Stops the fill of a restore that will not run (its tree was killed, or never committed).</summary>
     public void Stop()
     {
-        if (_daemon is { } daemon)
+        if (_fill is { } fill)
         {
-            _daemon = null;
-            _ = daemon.DisposeAsync().AsTask();
+            _fill = null;
+            _ = fill.DisposeAsync().AsTask();
         }
     }
 
     /// <summary>
-    /// A committed tree still being filled needs the store until the last page is in: stopping the agent now would cost
-    /// the workload its memory. Waits (bounded) for the fill to end.
+    /// The agent stops while a committed tree is still being filled: the fill goes on without it (it owns the images,
+    /// removes them when done and kills the tree if it fails); a restarted agent finds it by its state file.
     /// </summary>
-    public void WaitForFill(int restoredPid, TimeSpan timeout)
+    public void Detach(int restoredPid)
     {
-        if (Done is { IsCompleted: false } filling)
+        if (_fill is { } fill && fill.ExitCode is null)
         {
-            LogLazyDrain(migrationId, restoredPid);
-            if (!filling.Wait(timeout))
-            {
-                LogLazyDrainTimedOut(migrationId, restoredPid, timeout.TotalSeconds);
-            }
+            LogLazyDetached(migrationId, restoredPid, fill.Pid);
+            _fill = null;
+            fill.Detach();
         }
     }
 
-    /// <summary>
-    /// Starts <c>criu lazy-pages</c> with one end of a socket pair as its page server connection; the other end is
-    /// served from the page store until the daemon closes it (every lazy page filled).
-    /// </summary>
-    private async Task<LazyPagesDaemon> StartAsync(CriuClient criu, IIncomingPages pages, CancellationToken ct)
+    private async Task<FillProcess> StartAsync(CriuOptions criu, CancellationToken ct)
     {
-        var (daemon, ours) = await LazyPagesDaemon.StartServedAsync(criu.Options, imagesDir, workDir, "lazy-pages.log", ReadyTimeout, ct)
-            .ConfigureAwait(false);
+        FillProcess fill;
         try
         {
-            var serving = pages.ServeLazyPagesAsync(ours, CancellationToken.None);
-            _serving = serving.ContinueWith(t =>
-            {
-                string? error = t.IsFaulted ? t.Exception!.GetBaseException().Message : t.Result;
-                if (error is not null)
-                {
-                    _serveError = error;
-                    LogLazyServeFailed(migrationId, error);
-                }
-
-                return error;
-            }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-            return daemon;
+            fill = Interlocked.Exchange(ref _launched, null) ?? FillProcess.Launch(workDir, imagesDir, criu);
         }
-        catch
+        catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or IOException)
         {
-            ours.Dispose();
-            await daemon.DisposeAsync().ConfigureAwait(false);
-            throw;
+            throw new CriuException("lazy-pages", $"cannot start the lazy fill process: {ex.Message}", [], null, ex);
         }
+
+        await fill.StartDaemonAsync(ct).ConfigureAwait(false);
+        return fill;
     }
 
-    private async Task<bool> FinishAsync(LazyPagesDaemon daemon, int restoredPid, Action<string> failed, Action finished)
+    private async Task<bool> FinishAsync(FillProcess fill, int restoredPid, Action<string> failed, Action finished)
     {
-        int code = await daemon.Exited.ConfigureAwait(false);
-        string? served = _serving is { } serving ? await serving.ConfigureAwait(false) : null;
-        bool ok = code == 0 && served is null;
+        int code = await fill.Exited.ConfigureAwait(false);
+        var state = fill.State;
+        bool ok = code == FillServer.ExitFilled;
         if (ok)
         {
-            LogLazyDone(migrationId, daemon.Elapsed.TotalMilliseconds);
+            LogLazyDone(migrationId, fill.Elapsed.TotalMilliseconds, state?.PagesFilled ?? 0);
         }
         else
         {
-            // Pages it did not fill read as zeros in the workload now: say so loudly, with CRIU's reasons, and stop it.
-            LogLazyFailed(migrationId, restoredPid, code, daemon.LogPath, string.Join(" | ", CriuLog.ReadErrors(daemon.LogPath)));
-            failed(code != 0 ? $"criu lazy-pages exited with code {code} before every lazy page was filled" : $"serving lazy pages failed: {served}");
+            // Pages it did not fill read as zeros in the workload now: say so loudly, with the reasons, and stop it.
+            string why = state?.Error ?? string.Join(" | ", CriuLog.ReadErrors(fill.LogPath));
+            LogLazyFailed(migrationId, restoredPid, code, fill.LogPath, why);
+            failed($"the lazy fill exited with code {code} before every lazy page was filled: {why}");
         }
 
-        _daemon = null;
-        finished();
-        await daemon.DisposeAsync().ConfigureAwait(false);
+        finished(); // while Progress still shows the fill's last state
+        _fill = null;
+        await fill.DisposeAsync().ConfigureAwait(false);
         return ok;
     }
 
@@ -232,21 +264,18 @@ internal sealed partial class LazyPageFill(string migrationId, string imagesDir,
         return marked;
     }
 
-    [LoggerMessage(EventId = 305, Level = LogLevel.Information, Message = "migration {Id}: criu lazy-pages (pid {Pid}) serves {Pages} lazy pages from the images")]
-    private partial void LogLazyDaemon(string id, int pid, int pages);
+    [LoggerMessage(EventId = 305, Level = LogLevel.Information, Message = "migration {Id}: criu lazy-pages (pid {Pid}) serves {Pages} lazy pages from the images, fed by the lazy fill process (pid {FillPid})")]
+    private partial void LogLazyDaemon(string id, int pid, int pages, int fillPid);
 
-    [LoggerMessage(EventId = 306, Level = LogLevel.Information, Message = "migration {Id}: every lazy page filled, {Ms:0} ms after the daemon started")]
-    private partial void LogLazyDone(string id, double ms);
+    [LoggerMessage(EventId = 306, Level = LogLevel.Information, Message = "migration {Id}: every lazy page filled, {Ms:0} ms after the fill process was launched ({Pages} pages served)")]
+    private partial void LogLazyDone(string id, double ms, long pages);
 
     [LoggerMessage(EventId = 307, Level = LogLevel.Error, Message = "migration {Id}: criu lazy-pages failed (exit {Code}) while restored pid {Pid} runs; pages it did not fill are lost to the workload, which is killed. Log {Log}: {Errors}")]
     private partial void LogLazyFailed(string id, int pid, int code, string log, string errors);
 
-    [LoggerMessage(EventId = 308, Level = LogLevel.Error, Message = "migration {Id}: serving lazy pages to criu lazy-pages failed: {Error}")]
-    private partial void LogLazyServeFailed(string id, string error);
+    [LoggerMessage(EventId = 308, Level = LogLevel.Warning, Message = "migration {Id}: the lazy fill process could not be launched ahead ({Error}); the restore tries again")]
+    private partial void LogLaunchFailed(string id, string error);
 
-    [LoggerMessage(EventId = 309, Level = LogLevel.Warning, Message = "migration {Id}: waiting for criu lazy-pages to fill restored pid {Pid} before stopping")]
-    private partial void LogLazyDrain(string id, int pid);
-
-    [LoggerMessage(EventId = 310, Level = LogLevel.Error, Message = "migration {Id}: restored pid {Pid} still not filled after {Seconds:0} s; stopping anyway, its unfilled pages are lost")]
-    private partial void LogLazyDrainTimedOut(string id, int pid, double seconds);
+    [LoggerMessage(EventId = 309, Level = LogLevel.Warning, Message = "migration {Id}: the agent stops while restored pid {Pid} is being filled; the fill (pid {FillPid}) goes on without it")]
+    private partial void LogLazyDetached(string id, int pid, int fillPid);
 }

@@ -6,6 +6,7 @@ using Migration.Engine.Images;
 using Migration.Engine.Network;
 using Migration.Engine.Processes;
 using Migration.PageServer.Store;
+using Migration.Target.LazyFill;
 
 namespace Migration.Target.Incoming;
 
@@ -21,6 +22,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
 
     private readonly ConcurrentDictionary<string, IncomingMigration> _migrations = new(StringComparer.Ordinal);
     private readonly ILogger _logger = loggers.CreateLogger<TargetAgent>();
+    private readonly CriuOptions _criuOptions = criu.Options;
 
     public TargetOptions Options => options;
 
@@ -31,10 +33,14 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
 
     /// <summary>
     /// At start, before serving: a migration directory left by an earlier run of this agent (killed, crashed) belongs
-    /// to no migration any more. No migration outlives the agent that held it: its source resumed or was told the
-    /// target failed, so its pages and images are removed and its CRIU logs kept for diagnosis. Returns how many.
-    /// A restored tree it may have left stopped is not touched: whether the source copy still exists is the source's
-    /// to say (it reports the pid to resume by hand).
+    /// to no migration any more. No migration outlives the agent that held it, except a lazy fill: its source resumed
+    /// or was told the target failed, so its pages and images are removed and its CRIU logs kept for diagnosis. Returns
+    /// how many. A restored tree it may have left stopped is not touched: whether the source copy still exists is the
+    /// source's to say (it reports the pid to resume by hand).
+    /// <para>A lazy fill still running (its state file names a live fill process) is not swept: it owns its images
+    /// until the last page is in, and removes them itself. It is watched (<see cref="AdoptedFills"/>) and whatever it
+    /// leaves is swept once it has exited. A fill process that died before its verdict leaves a restored tree that
+    /// can no longer get its memory: that tree is killed here, loudly.</para>
     /// </summary>
     public int SweepLeftovers()
     {
@@ -53,23 +59,113 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
                 continue;
             }
 
-            var data = DataDirs.Select(d => Path.Combine(dir, d)).Where(Directory.Exists).ToArray();
-            if (data.Length == 0 || _migrations.ContainsKey(name))
+            if (_migrations.ContainsKey(name))
             {
                 continue;
             }
 
-            long bytes = data.Sum(d => new DirectoryInfo(d).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length));
-            foreach (var d in data)
+            var fill = ReadFillState(dir);
+            if (fill is { Ended: false } && ProcessIdentity.IsSame(fill.ServerPid, fill.ServerStart))
             {
-                TryDelete(d);
+                LogFillAdopted(name, fill.ServerPid, fill.TreePid, fill.PagesFilled, fill.LazyPages);
+                _adopted.Add(WatchAdoptedFillAsync(dir, fill, _stopping.Token));
+                continue;
             }
 
-            LogSwept(name, bytes >> 20);
-            swept++;
+            if (SweepDirectory(dir, fill))
+            {
+                swept++;
+            }
         }
 
         return swept;
+    }
+
+    /// <summary>Lazy fills left running by an earlier run of this agent that it watches until they exit (tests wait on them).</summary>
+    public IReadOnlyCollection<Task> AdoptedFills => _adopted.ToArray();
+
+    private readonly System.Collections.Concurrent.ConcurrentBag<Task> _adopted = [];
+    private readonly CancellationTokenSource _stopping = new();
+
+    /// <summary>How often an adopted fill is looked at.</summary>
+    private static readonly TimeSpan AdoptedFillPoll = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>Waits for an adopted fill's process to exit, then sweeps what it left (and kills a tree it left unfilled).</summary>
+    private async Task WatchAdoptedFillAsync(string dir, FillState fill, CancellationToken ct)
+    {
+        try
+        {
+            while (ProcessIdentity.IsSame(fill.ServerPid, fill.ServerStart))
+            {
+                await Task.Delay(AdoptedFillPoll, ct).ConfigureAwait(false);
+            }
+
+            SweepDirectory(dir, ReadFillState(dir) ?? fill);
+        }
+        catch (OperationCanceledException)
+        {
+            // This agent stops: the fill goes on, and the next agent adopts it again.
+        }
+    }
+
+    /// <summary>
+    /// Removes a dead migration's data (and its fill's state file), killing a restored tree whose fill died before its
+    /// verdict. Returns whether there was data to remove.
+    /// </summary>
+    private bool SweepDirectory(string dir, FillState? fill)
+    {
+        string name = Path.GetFileName(dir);
+        if (fill is { Ended: false, TreePid: > 0 } && ProcessIdentity.IsSame(fill.TreePid, fill.TreeStart))
+        {
+            // Its fill died with pages still unfilled: they read as zeros, so the tree must not run on.
+            int killed = ProcessTree.KillAll(ProcessTree.Enumerate(fill.TreePid));
+            LogFillDiedTreeKilled(name, fill.ServerPid, fill.TreePid, killed);
+        }
+        else if (fill is { Phase: FillPhase.Failed, Error: { } error })
+        {
+            LogFillFailedUnwatched(name, error);
+        }
+
+        var data = DataDirs.Select(d => Path.Combine(dir, d)).Where(Directory.Exists).ToArray();
+        long bytes = data.Sum(d => new DirectoryInfo(d).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length));
+        foreach (var d in data)
+        {
+            TryDelete(d);
+        }
+
+        TryDeleteFile(Path.Combine(dir, FillState.FileName));
+        if (data.Length > 0)
+        {
+            LogSwept(name, bytes >> 20);
+        }
+
+        return data.Length > 0;
+    }
+
+    private FillState? ReadFillState(string dir)
+    {
+        try
+        {
+            return FillState.Read(dir);
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException or UnauthorizedAccessException)
+        {
+            LogFillStateUnreadable(Path.GetFileName(dir), ex.Message);
+            return null;
+        }
+    }
+
+    private void TryDeleteFile(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // A few hundred bytes; the next sweep tries again.
+            LogCleanupFailed(path, ex.Message);
+        }
     }
 
     public async Task<TargetPreflight> PreflightAsync(SourcePreflight request, CancellationToken ct)
@@ -168,7 +264,15 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
         var id = $"{DateTime.UtcNow:yyyyMMddHHmmss}-{Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4)).ToLowerInvariant()}";
         var dir = Path.Combine(options.WorkRoot, id);
         Directory.CreateDirectory(dir);
-        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>()) { Criu = criu ?? CriuFlags.None, ServiceAddresses = addresses, Mode = mode, SourceHost = sourceHost };
+        var m = new IncomingMigration(id, dir, usable, options, loggers.CreateLogger<IncomingMigration>())
+        {
+            Criu = criu ?? CriuFlags.None,
+            ServiceAddresses = addresses,
+            Mode = mode,
+            SourceHost = sourceHost,
+            // A live migration with streamed pages restores lazily by default: its fill process is launched now, not in the freeze.
+            CriuOptions = mode == "precopy" && pagesFactory is not null ? _criuOptions : null,
+        };
         if (pagesFactory is not null)
         {
             m.Pages = pagesFactory(Path.Combine(dir, "pages"), usable);
@@ -183,6 +287,7 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
 
         TargetMetrics.Track(m);
         _migrations[id] = m;
+        m.LaunchLazyFill();
         LogBegun(id, sourceHost, sourcePid, dir);
         return m;
     }
@@ -380,10 +485,13 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
 
     public void Dispose()
     {
+        _stopping.Cancel();
         foreach (var m in _migrations.Values)
         {
             m.Dispose();
         }
+
+        _stopping.Dispose();
     }
 
     [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "preflight from {Source}: ok={Ok} {Failures}")]
@@ -403,6 +511,18 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
 
     [LoggerMessage(EventId = 404, Level = LogLevel.Warning, Message = "migration {Id} was left by an earlier run of this agent: its data ({Mib} MiB) removed, its logs kept")]
     private partial void LogSwept(string id, long mib);
+
+    [LoggerMessage(EventId = 406, Level = LogLevel.Warning, Message = "migration {Id}: its lazy fill (pid {Pid}) outlived the agent that started it and still runs (restored pid {TreePid}, {Filled} of {Lazy} pages filled); its data stays until it ends")]
+    private partial void LogFillAdopted(string id, int pid, int treePid, long filled, long lazy);
+
+    [LoggerMessage(EventId = 407, Level = LogLevel.Error, Message = "migration {Id}: its lazy fill (pid {Pid}) died before filling restored pid {TreePid}, whose unfilled pages would read as zeros: its {Killed} tasks were killed")]
+    private partial void LogFillDiedTreeKilled(string id, int pid, int treePid, int killed);
+
+    [LoggerMessage(EventId = 408, Level = LogLevel.Error, Message = "migration {Id}: its lazy fill failed while no agent watched (the fill killed the restored tree itself): {Error}")]
+    private partial void LogFillFailedUnwatched(string id, string error);
+
+    [LoggerMessage(EventId = 409, Level = LogLevel.Warning, Message = "migration {Id}: its lazy fill state is unreadable ({Message}); treated as no fill")]
+    private partial void LogFillStateUnreadable(string id, string message);
 
     [LoggerMessage(EventId = 402, Level = LogLevel.Warning, Message = "could not remove {Dir}: {Message}")]
     private partial void LogCleanupFailed(string dir, string message);

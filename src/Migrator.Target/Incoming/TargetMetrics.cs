@@ -51,6 +51,9 @@ internal static class TargetMetrics
         };
     }
 
+    /// <summary>The lazy fill after <paramref name="m"/>'s resume ended (filled or failed): the pages it put in.</summary>
+    public static void LazyFillEnded(IncomingMigration m) => MigrationMetrics.RecordLazyPages(m.LazyFill?.PagesFilled ?? 0);
+
     public static void Restored(IncomingMigration m, long startedTimestamp) =>
         MigrationMetrics.RecordRestore(m.Mode, Stopwatch.GetElapsedTime(startedTimestamp));
 }

@@ -63,7 +63,10 @@ public static class Faults
     /// <summary>GetMigration stalls until its call is cancelled, having logged the deadline it was given (deadlines travel).</summary>
     public const string StallGetMigration = "stall-get-migration";
 
-    /// <summary>The lazy-pages daemon dies after the restore, before the restore is answered (and so before the commit).</summary>
+    /// <summary>
+    /// The lazy-pages daemon dies once started, just before the restore (and so before the commit). It used to die just
+    /// after the restore, but a small tree's fill can then be complete before the kill lands.
+    /// </summary>
     public const string KillLazyPages = "kill-lazy-pages";
 
     public static readonly string[] All = [Restore, CutTransfer, CutPages, StallGetMigration, KillLazyPages];

@@ -26,15 +26,29 @@ public static class CriuPageServerConnection
         return RunAsync(connection, options, (pipe, token) => new CriuPageServerSession(pipe, sink, options, logger).RunAsync(token), ct);
     }
 
+    /// <summary>Serves <c>criu lazy-pages</c> on <paramref name="connection"/> from <paramref name="source"/> (<see cref="CriuLazyPageServerSession"/>).</summary>
+    public static Task<PageServerResult> ServeLazyAsync(Socket connection, IPageSource source, CriuPageServerOptions? options = null,
+        ILogger? logger = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        ArgumentNullException.ThrowIfNull(source);
+        options = (options ?? new CriuPageServerOptions()).Validate();
+        logger ??= NullLogger.Instance;
+        // Requests are 32-byte headers: reads of the pipe's default size, not of a chunk of pages (a buffer past the
+        // pool's largest would be allocated for every read, on the fault path).
+        return RunAsync(connection, options, (pipe, token) => new CriuLazyPageServerSession(pipe, source, options, logger).RunAsync(token), ct,
+            new StreamPipeReaderOptions(leaveOpen: true));
+    }
+
     /// <summary>Runs <paramref name="session"/> over pipes on <paramref name="connection"/>, then closes it.</summary>
     internal static async Task<PageServerResult> RunAsync(Socket connection, CriuPageServerOptions options,
-        Func<IDuplexPipe, CancellationToken, Task<PageServerResult>> session, CancellationToken ct)
+        Func<IDuplexPipe, CancellationToken, Task<PageServerResult>> session, CancellationToken ct, StreamPipeReaderOptions? readerOptions = null)
     {
         var stream = new NetworkStream(connection, ownsSocket: true);
         await using (stream.ConfigureAwait(false))
         {
             // Reads of up to one chunk, so a fast sender's pages reach the sink in large pieces.
-            var input = PipeReader.Create(stream, new StreamPipeReaderOptions(
+            var input = PipeReader.Create(stream, readerOptions ?? new StreamPipeReaderOptions(
                 bufferSize: options.ChunkPages * PageFacts.PageSize + PageServerIov.Size, minimumReadSize: PageFacts.PageSize, leaveOpen: true));
             var output = PipeWriter.Create(stream, new StreamPipeWriterOptions(leaveOpen: true));
             try
