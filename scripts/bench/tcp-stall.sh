@@ -16,6 +16,7 @@
 # (its answer follows the resume), and a stream's later segments make the target SACK, so that its client
 # retransmits at once: the case this measures is a request sent while the locks are on, which the default (a
 # request every 200 ms) hits often; a request every 5 ms mostly does not. Nothing here is a test: it measures.
+# RATE=1gbit gives the source's link a real bandwidth (tc tbf; default: the veth's own speed).
 # BALLAST_MIB gives the server that much memory of random bytes (tcpseq server's ballast): with MODE=cold it is moved
 # while frozen, and the freeze grows past the first few timeouts.
 #   RUNS=5 PROMPTS="off on" MODE=precopy|cold CLIENT=client CLIENTS=4 INTERVAL_US=200000 BALLAST_MIB=0 FAMILY=4|6 \
@@ -82,6 +83,8 @@ trap cleanup EXIT
 del_switched_hosts "$SW" "$SRC" "$TGT" "$CLI"
 
 make_switched_hosts "$SW" "$SRC" "$TGT" "$CLI" "$SIF" "$TIF" "$CIF" "$NET"
+# RATE (e.g. 1gbit): the source's link gets that bandwidth (tc tbf), as a real network between hosts would.
+[ -n "${RATE:-}" ] && tc -n "$SRC" qdisc replace dev "$SIF" root tbf rate "$RATE" burst 256k latency 50ms
 if [ "$FAMILY" = 6 ]; then
   n=1
   for pair in "$SRC:$SIF" "$TGT:$TIF" "$CLI:$CIF"; do
