@@ -40,7 +40,7 @@ promptClients.AcceptOnlyFromAmong("on", "off");
 var verbose = new Option<bool>("--verbose", "-v") { Description = "Debug-level logging" };
 var faults = new Option<string[]>("--inject-fault") { Description = $"Test only: fault points to hit ({string.Join(", ", Faults.All)})", Hidden = true, AllowMultipleArgumentsPerToken = false };
 
-var root = new RootCommand("migrate-agent: the target side of live process migration. Receives images from `migrate`, restores them with CRIU, and resumes the restored tree only when the source confirms its copy is gone.")
+var root = new RootCommand("migrate-agent: the agent of live process migration, on every host. As the target it receives migrations (from `migrate` or another agent), restores them with CRIU, and resumes the restored tree only when the source confirms its copy is gone; as the source it runs migrations it is asked for (StartMigration, `migrate --via-agent`). Optional: Prometheus metrics and a web dashboard.")
 {
     listen, tokenFile, pagePort, workDir, logDir, reserveMib, provisionMib, fsyncPages, serviceInterface, addressHook, promptClients, metricsListen, dashboardListen, viewerTokenFile, verbose, faults,
 };

@@ -287,9 +287,34 @@ public sealed partial class TargetAgent(CriuClient criu, TargetOptions options, 
 
         TargetMetrics.Track(m);
         _migrations[id] = m;
+        ForgetOldest();
         m.LaunchLazyFill();
         LogBegun(id, sourceHost, sourcePid, dir);
         return m;
+    }
+
+    /// <summary>Ended migrations remembered (for GetMigration, the dashboard): the oldest ended one is forgotten past this.</summary>
+    public const int MaxKept = 50;
+
+    /// <summary>
+    /// Forgets the oldest ended migrations past <see cref="MaxKept"/> and frees what they still hold (their page
+    /// store's index, image receiver, progress): without it an agent's memory grew with every migration it received
+    /// (the soak: ~0.8 MiB a hop). A migration still receiving, restoring, restored, or committed with its lazy fill
+    /// running is never forgotten.
+    /// </summary>
+    private void ForgetOldest()
+    {
+        var ended = _migrations.Values.Where(Ended).OrderBy(m => m.BegunAt).ToArray();
+        foreach (var old in ended.Take(Math.Max(0, ended.Length - MaxKept)))
+        {
+            if (_migrations.TryRemove(old.Id, out var gone))
+            {
+                gone.Dispose();
+            }
+        }
+
+        static bool Ended(IncomingMigration m) => m.State is IncomingState.Aborted or IncomingState.Failed
+            || (m.State == IncomingState.Committed && m.LazyPagesDone is null or { IsCompleted: true });
     }
 
     public IncomingMigration Get(string id) =>
