@@ -39,36 +39,6 @@ public static class ProcNetTcp
         return entries;
     }
 
-    /// <summary>"0100007F:1F90" (127.0.0.1:8080) or 32 hex digits and a port for IPv6; IPv4-mapped IPv6 comes back as IPv4.</summary>
-    internal static bool TryEndpoint(string text, out IPEndPoint endpoint)
-    {
-        endpoint = null!;
-        int colon = text.IndexOf(':');
-        if (colon is not (8 or 32) || text.Length - colon - 1 != 4
-            || !ushort.TryParse(text.AsSpan(colon + 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ushort port))
-        {
-            return false;
-        }
-
-        var bytes = new byte[colon / 2];
-        for (int word = 0; word < colon / 8; word++)
-        {
-            if (!uint.TryParse(text.AsSpan(word * 8, 8), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out uint v))
-            {
-                return false;
-            }
-
-            // The kernel printed the word as it lies in memory, read as a host-order number.
-            if (!BitConverter.IsLittleEndian)
-            {
-                v = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(v);
-            }
-
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(word * 4), v);
-        }
-
-        var address = new IPAddress(bytes);
-        endpoint = new IPEndPoint(address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address, port);
-        return true;
-    }
+    /// <summary>One endpoint of a /proc/net/tcp line (<see cref="Processes.TreeSockets.TryParseEndpoint"/>: the one parser of that format).</summary>
+    internal static bool TryEndpoint(string text, out IPEndPoint endpoint) => Processes.TreeSockets.TryParseEndpoint(text, out endpoint);
 }

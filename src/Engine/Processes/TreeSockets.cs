@@ -257,13 +257,16 @@ public static class TreeSockets
         return new TreeSocket(0, -1, inode, family, state, local, remote);
     }
 
-    /// <summary>"0100007F:1F90" (IPv4) or 32 hex digits (IPv6), each 32-bit word in host (little-endian) order, then the port in hex.</summary>
+    /// <summary>
+    /// "0100007F:1F90" (IPv4) or 32 hex digits (IPv6), each 32-bit word in host (little-endian) order, then the port as
+    /// the kernel prints it (4 hex digits). IPv4-mapped IPv6 comes back as IPv4.
+    /// </summary>
     internal static bool TryParseEndpoint(string text, out IPEndPoint endpoint)
     {
         endpoint = null!;
         int colon = text.IndexOf(':', StringComparison.Ordinal);
-        if (colon is not (8 or 32) || !int.TryParse(text.AsSpan(colon + 1), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out int port)
-            || port is < 0 or > 65535)
+        if (colon is not (8 or 32) || text.Length - colon - 1 != 4
+            || !ushort.TryParse(text.AsSpan(colon + 1), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ushort port))
         {
             return false;
         }
